@@ -1,0 +1,1 @@
+//! Typed instructions (filled in after the parser).

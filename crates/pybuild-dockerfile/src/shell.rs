@@ -1,0 +1,1 @@
+//! Word expansion, as BuildKit's shell lexer does it (filled in by the shell-lexer work).

@@ -1,1 +1,98 @@
-//! placeholder
+//! pybuild as a library.
+//!
+//! This is the facade other programs (and pybuild's own command line) call. It ties
+//! the lower crates together and keeps their types behind a small, stable surface:
+//!
+//! - [`DockerfileSource`]: a Dockerfile's name and text, read from a file or given
+//!   directly (stdin, a generated string).
+//! - [`dump`]: the parse tree in BuildKit's S-expression form.
+//!
+//! Library code never prints; errors are [`Error`] values, and
+//! [`Error::render`] formats Dockerfile errors like a compiler does.
+
+use std::path::{Path, PathBuf};
+
+pub use pybuild_dockerfile as dockerfile;
+
+/// Errors of the pybuild library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Dockerfile is invalid.
+    #[error("{name}: {error}")]
+    Dockerfile {
+        /// The Dockerfile's display name (its path, or `-` for stdin).
+        name: String,
+        /// Its text, kept so the error can show the offending line.
+        text: String,
+        /// What is wrong, and where.
+        error: pybuild_dockerfile::Error,
+    },
+}
+
+impl Error {
+    /// A multi-line, human-oriented rendering: for Dockerfile errors the
+    /// `FILE:LINE:COL: error: ...` header, the source line, a caret and a hint.
+    pub fn render(&self) -> String {
+        match self {
+            Error::Dockerfile { name, text, error } => error.render(name, text),
+            other => format!("error: {other}\n"),
+        }
+    }
+}
+
+/// Result type of the pybuild library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A Dockerfile's text together with the name errors should show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerfileSource {
+    /// Display name: the path as given, or `-` for standard input.
+    pub name: String,
+    /// The file's content (invalid UTF-8 replaced, as a text editor would show it).
+    pub text: String,
+}
+
+impl DockerfileSource {
+    /// Read a Dockerfile from disk.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self::from_bytes(path.display().to_string(), &bytes))
+    }
+
+    /// A Dockerfile from bytes already in memory (for example read from stdin).
+    pub fn from_bytes(name: impl Into<String>, bytes: &[u8]) -> Self {
+        Self {
+            name: name.into(),
+            text: String::from_utf8_lossy(bytes).into_owned(),
+        }
+    }
+
+    fn parse(&self) -> Result<pybuild_dockerfile::Dockerfile> {
+        pybuild_dockerfile::parse(&self.text).map_err(|error| self.error(error))
+    }
+
+    fn error(&self, error: pybuild_dockerfile::Error) -> Error {
+        Error::Dockerfile {
+            name: self.name.clone(),
+            text: self.text.clone(),
+            error,
+        }
+    }
+}
+
+/// The parse tree in BuildKit's S-expression dump format, one line per instruction.
+pub fn dump(source: &DockerfileSource) -> Result<String> {
+    Ok(pybuild_dockerfile::dump::dump(&source.parse()?))
+}

@@ -190,9 +190,9 @@ fn errors_point_where_they_should() {
     assert!(matches!(e, Error::InvalidPlatform { .. }));
     assert_eq!(e.span().map(|s| s.start), Some(Position::new(1, 6)));
 
-    let e = graph("FROM a\nENV X=${Y:?must be set}\n", &[], None).expect_err("required");
+    let e = graph("FROM a\nENV X=${Y:?required}\n", &[], None).expect_err("required");
     assert!(matches!(e, Error::Dockerfile(pybuild_dockerfile::Error::Expansion { .. })));
     assert_eq!(e.span().map(|s| s.start.line), Some(2));
-    let rendered = e.render("Dockerfile", "FROM a\nENV X=${Y:?must be set}\n");
+    let rendered = e.render("Dockerfile", "FROM a\nENV X=${Y:?required}\n");
     assert!(rendered.starts_with("Dockerfile:2:"), "{rendered}");
 }

@@ -6,6 +6,8 @@
 //! - [`DockerfileSource`]: a Dockerfile's name and text, read from a file or given
 //!   directly (stdin, a generated string).
 //! - [`dump`]: the parse tree in BuildKit's S-expression form.
+//! - [`plan`]: the validated build graph (stages, steps, scoping, pruning) for a set of
+//!   build options.
 //!
 //! Library code never prints; errors are [`Error`] values, and
 //! [`Error::render`] formats Dockerfile errors like a compiler does.
@@ -13,6 +15,8 @@
 use std::path::{Path, PathBuf};
 
 pub use pybuild_dockerfile as dockerfile;
+pub use pybuild_graph as graph;
+pub use pybuild_graph::{BuildGraph, Options as PlanOptions, Platform};
 
 /// Errors of the pybuild library.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,17 @@ pub enum Error {
         /// What is wrong, and where.
         error: pybuild_dockerfile::Error,
     },
+    /// The Dockerfile parses, but its stages do not make a valid build (undefined
+    /// target, cycle, bad platform, ...).
+    #[error("{name}: {error}")]
+    Plan {
+        /// The Dockerfile's display name.
+        name: String,
+        /// Its text.
+        text: String,
+        /// What is wrong.
+        error: pybuild_graph::Error,
+    },
 }
 
 impl Error {
@@ -44,6 +59,7 @@ impl Error {
     pub fn render(&self) -> String {
         match self {
             Error::Dockerfile { name, text, error } => error.render(name, text),
+            Error::Plan { name, text, error } => error.render(name, text),
             other => format!("error: {other}\n"),
         }
     }
@@ -95,4 +111,36 @@ impl DockerfileSource {
 /// The parse tree in BuildKit's S-expression dump format, one line per instruction.
 pub fn dump(source: &DockerfileSource) -> Result<String> {
     Ok(pybuild_dockerfile::dump::dump(&source.parse()?))
+}
+
+/// The validated build graph of a Dockerfile for the given options.
+pub fn plan(source: &DockerfileSource, options: &PlanOptions) -> Result<BuildGraph> {
+    let parsed = source.parse()?;
+    BuildGraph::new(&parsed, options).map_err(|error| match error {
+        pybuild_graph::Error::Dockerfile(error) => source.error(error),
+        error => Error::Plan {
+            name: source.name.clone(),
+            text: source.text.clone(),
+            error,
+        },
+    })
+}
+
+/// Non-fatal findings of the parser, rendered (`FILE:LINE:COL: warning: ...`).
+pub fn warnings(source: &DockerfileSource) -> Result<Vec<String>> {
+    let parsed = source.parse()?;
+    Ok(parsed
+        .warnings
+        .iter()
+        .map(|w| {
+            pybuild_dockerfile::render_diagnostic(
+                &source.name,
+                &source.text,
+                Some(w.span),
+                "warning",
+                &w.message,
+                None,
+            )
+        })
+        .collect())
 }

@@ -675,7 +675,7 @@ impl Regex {
 
     /// Whether the expression matches `text` (Go's `MatchString`).
     pub(crate) fn is_match(&self, text: &str) -> bool {
-        self.run(text, false_if_complete()).0
+        self.run(text, true).0
     }
 
     /// Whether some text starting with `prefix` might match. Conservative: it may say
@@ -711,11 +711,6 @@ impl Regex {
         }
         false
     }
-}
-
-/// `run`'s `complete` flag for a whole-text match.
-const fn false_if_complete() -> bool {
-    true
 }
 
 #[cfg(test)]
@@ -764,8 +759,9 @@ mod tests {
         assert!(matches("^\\d\\d$", "42"));
         assert!(matches("^\\x41$", "A"));
         assert!(matches("^\\101$", "A"));
-        assert!(matches("^a\\bb$", "a b") == false);
-        assert!(matches("^a\\b $", "a "));
+        assert!(!matches("^a\\bb$", "ab"));
+        assert!(matches("^a\\Bb$", "ab"));
+        assert!(matches("^a\\b-$", "a-"));
         assert!(matches("^\\Qa.b$", "a.b$"));
         assert!(matches("^\\Qa.b$", "a.b$ and more"));
         assert!(!matches("^\\Qa.b\\E$", "a.bc"));
@@ -776,8 +772,21 @@ mod tests {
     #[test]
     fn compile_errors() {
         for bad in [
-            "[z-a]", "[a", "\\", "\\e", "\\1", "\\pL", "[\\pL]", "a**", "*", "(a", "a)", "[[:foo:]]",
-            "\\x4", "\\x{}", "\\x{110000}",
+            "[z-a]",
+            "[a",
+            "\\",
+            "\\e",
+            "\\1",
+            "\\pL",
+            "[\\pL]",
+            "a**",
+            "*",
+            "(a",
+            "a)",
+            "[[:foo:]]",
+            "\\x4",
+            "\\x{}",
+            "\\x{110000}",
         ] {
             assert!(Regex::new(bad).is_err(), "{bad:?} should be rejected");
         }

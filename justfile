@@ -1,0 +1,21 @@
+# pybuild developer recipes. `just` is optional: `.ci/run` does the same checks
+# (lint, then the README's test command) with nothing but bash and cargo.
+
+# The conformance vectors live beside the checkout; an already-set variable wins.
+export PYBUILD_CONFORMANCE := env_var_or_default("PYBUILD_CONFORMANCE", justfile_directory() + "/../shared/conformance/buildkit")
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the whole test suite (the README's test command).
+test:
+    cargo test --workspace --locked
+
+# Formatting and clippy, warnings as errors.
+lint:
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo fmt --all --check
+
+# What CI runs: lint, then test.
+ci: lint test

@@ -1,0 +1,351 @@
+//! `pybuild build [OPTIONS] PATH` (and its shorthand `pybuild [OPTIONS] PATH`).
+//!
+//! The options are resolved into one plain [`BuildSettings`] value (defaults applied,
+//! environment consulted, combinations checked, Dockerfile read), which is what the
+//! library's build call takes. Until that call exists, the Dockerfile is validated and
+//! the command fails saying builds cannot be executed yet.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+
+use pybuild::DockerfileSource;
+
+use crate::cli::{
+    BuildArgs, Compression, GlobalArgs, Network, OutputKind, OutputSpec, Progress, SecretSpec,
+    SshSpec, resolve_build_args,
+};
+use crate::report::{CliError, warn};
+
+/// The command whose `--help` usage errors point at.
+const COMMAND: &str = "pybuild build";
+
+/// Set `PYBUILD_DEBUG=1` to print the resolved settings on standard error.
+const DEBUG_ENV: &str = "PYBUILD_DEBUG";
+
+/// Everything a build needs, resolved from the command line and the environment.
+#[derive(Debug, Clone)]
+#[expect(
+    dead_code,
+    reason = "read field by field once the library's build call is wired in"
+)]
+pub struct BuildSettings {
+    /// The build context directory, as given; `None` when PATH was `-` (no context).
+    pub context_dir: Option<PathBuf>,
+    /// The Dockerfile (already read: from `-f`, standard input or `PATH/Dockerfile`).
+    pub dockerfile: DockerfileSource,
+    /// `-t`: image references, validated.
+    pub tags: Vec<String>,
+    /// `--build-arg`s in command-line order (a repeated key keeps its first position and
+    /// its last value; `KEY` alone was taken from the environment or dropped).
+    pub build_args: Vec<(String, String)>,
+    /// `--target`: the stage to build; `None` builds the last one.
+    pub target: Option<String>,
+    /// `--platform`s, lower case, without duplicates; empty means the host's platform.
+    pub platforms: Vec<String>,
+    /// `--label`s, in order (a repeated key keeps its last value).
+    pub labels: Vec<(String, String)>,
+    /// `-o/--output`s, with `--push` applied; empty means no export (build only).
+    pub outputs: Vec<OutputSpec>,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// `--ssh`s.
+    pub ssh: Vec<SshSpec>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages not to take from the cache.
+    pub no_cache_filter: Vec<String>,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--push` (also reflected in `outputs` as an image output with `push=true`).
+    pub push: bool,
+    /// `--progress`, with `-q` folded in (`Quiet`).
+    pub progress: Progress,
+    /// `-q`: print only the image ID on success.
+    pub quiet: bool,
+    /// `--network` for RUN.
+    pub network: Network,
+    /// `--squash`.
+    pub squash: bool,
+    /// `--compression`; `None` leaves the default (gzip).
+    pub compression: Option<Compression>,
+    /// `--oci-mediatypes`; `None` leaves the default.
+    pub oci_mediatypes: Option<bool>,
+    /// `--iidfile`.
+    pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`.
+    pub metadata_file: Option<PathBuf>,
+    /// `--root` / `PYBUILD_ROOT`: pybuild's state directory; `None` means the default.
+    pub root: Option<PathBuf>,
+    /// `--config` / `PYBUILD_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+/// Run `pybuild build`.
+pub fn run(args: BuildArgs, global: GlobalArgs) -> anyhow::Result<()> {
+    let settings = resolve(args, global, |key| std::env::var(key).ok())?;
+    if std::env::var_os(DEBUG_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("debug: build settings: {settings:#?}");
+    }
+    // Validation: syntax and planning errors are reported compiler-style before
+    // anything runs.
+    for warning in pybuild::warnings(&settings.dockerfile)? {
+        eprint!("{warning}");
+    }
+    let options = super::plan_options(
+        settings.build_args.clone(),
+        settings.target.clone(),
+        &settings.platforms,
+    )?;
+    let graph = pybuild::plan(&settings.dockerfile, &options)?;
+    for arg in &graph.unused_build_args {
+        warn(format_args!("build arg {arg} was given but no ARG in the Dockerfile consumes it"));
+    }
+    execute(&settings)
+}
+
+/// Hand the settings to the library. Not available yet.
+fn execute(settings: &BuildSettings) -> anyhow::Result<()> {
+    Err(
+        CliError::new("executing builds is not available yet in this version of pybuild")
+            .hint(format!(
+                "{} is valid; `pybuild debug graph {}` shows the planned build",
+                settings.dockerfile.name, settings.dockerfile.name
+            ))
+            .into(),
+    )
+}
+
+/// Turn the parsed options into [`BuildSettings`]: check the combinations (usage errors),
+/// resolve `--build-arg KEY` through `lookup_env`, apply `--push`, find and read the
+/// Dockerfile.
+pub fn resolve(
+    args: BuildArgs,
+    global: GlobalArgs,
+    lookup_env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<BuildSettings> {
+    let context_from_stdin = super::is_stdin(&args.context);
+
+    // Combinations that cannot work.
+    if context_from_stdin && args.file.is_some() {
+        return Err(CliError::usage(
+            COMMAND,
+            "with PATH `-` the Dockerfile is read from standard input; -f cannot name another",
+        )
+        .hint("pass a context directory as PATH to use -f")
+        .into());
+    }
+    let progress = match (args.quiet, args.progress) {
+        (false, progress) => progress,
+        (true, Progress::Auto | Progress::Quiet) => Progress::Quiet,
+        (true, other) => {
+            return Err(CliError::usage(
+                COMMAND,
+                format!(
+                    "-q/--quiet and --progress={} cannot be used together",
+                    clap::ValueEnum::to_possible_value(&other)
+                        .map(|v| v.get_name().to_owned())
+                        .unwrap_or_default()
+                ),
+            )
+            .into());
+        }
+    };
+    if args.compression == Some(Compression::Zstd) && args.oci_mediatypes == Some(false) {
+        return Err(CliError::usage(
+            COMMAND,
+            "--compression=zstd needs OCI media types, but --oci-mediatypes=false was given",
+        )
+        .into());
+    }
+    let mut outputs = args.outputs;
+    if args.push {
+        apply_push(&mut outputs);
+    }
+    if outputs.iter().filter(|o| o.to_stdout()).count() > 1 {
+        return Err(CliError::usage(COMMAND, "only one output can go to standard output").into());
+    }
+    if outputs.iter().any(|o| o.to_stdout()) && args.quiet {
+        return Err(CliError::usage(
+            COMMAND,
+            "-q/--quiet prints the image ID on standard output, where an output (dest=-) goes too",
+        )
+        .into());
+    }
+    let pushes_unnamed = outputs.iter().any(|o| {
+        o.kind == OutputKind::Image
+            && o.attrs.get("push").is_some_and(|p| p == "true")
+            && !o.attrs.contains_key("name")
+    });
+    if pushes_unnamed && args.tags.is_empty() {
+        return Err(CliError::usage(COMMAND, "pushing needs an image name")
+            .hint("name the image with -t NAME[:TAG]")
+            .into());
+    }
+
+    let (build_args, unset) = resolve_build_args(&args.build_args, lookup_env);
+    for key in unset {
+        warn(format_args!(
+            "--build-arg {key}: {key} is not set in the environment; ignored"
+        ));
+    }
+
+    // The context, then the Dockerfile.
+    let context_dir = if context_from_stdin {
+        None
+    } else {
+        Some(check_context(&args.context)?)
+    };
+    let dockerfile = match (&args.file, &context_dir) {
+        (Some(file), _) => super::read_dockerfile(
+            file,
+            "use -f to name the Dockerfile (a path from the current directory, or - for standard input)",
+        )?,
+        (None, Some(dir)) => {
+            super::read_dockerfile(&default_dockerfile(dir), "use -f to name the Dockerfile")?
+        }
+        (None, None) => super::read_dockerfile_from_stdin()?,
+    };
+
+    Ok(BuildSettings {
+        context_dir,
+        dockerfile,
+        tags: dedup(args.tags),
+        build_args,
+        target: args.target,
+        platforms: dedup(args.platforms),
+        labels: last_wins(args.labels),
+        outputs,
+        secrets: args.secrets,
+        ssh: args.ssh,
+        no_cache: args.no_cache,
+        no_cache_filter: dedup(args.no_cache_filter),
+        pull: args.pull,
+        push: args.push,
+        progress,
+        quiet: args.quiet,
+        network: args.network,
+        squash: args.squash,
+        compression: args.compression,
+        oci_mediatypes: args.oci_mediatypes,
+        iidfile: args.iidfile,
+        metadata_file: args.metadata_file,
+        root: global.root,
+        config: global.config,
+    })
+}
+
+/// `--push` as buildx does it: every image output pushes; without one, add one.
+fn apply_push(outputs: &mut Vec<OutputSpec>) {
+    let mut pushed = false;
+    for output in outputs.iter_mut().filter(|o| o.kind == OutputKind::Image) {
+        output.attrs.insert("push".into(), "true".into());
+        pushed = true;
+    }
+    if !pushed {
+        outputs.push(OutputSpec {
+            kind: OutputKind::Image,
+            dest: None,
+            attrs: [("push".to_owned(), "true".to_owned())].into(),
+        });
+    }
+}
+
+/// The context directory must exist and be a directory.
+fn check_context(dir: &Path) -> anyhow::Result<PathBuf> {
+    let text = dir.to_string_lossy();
+    if ["http://", "https://", "git://", "git@"]
+        .iter()
+        .any(|p| text.starts_with(p))
+    {
+        return Err(CliError::new(format!(
+            "remote build contexts are not supported yet: {text}"
+        ))
+        .hint("clone or download it, then pass the local directory as PATH")
+        .into());
+    }
+    if !dir.exists() {
+        return Err(
+            CliError::new(format!("build context {} not found", dir.display()))
+                .hint("PATH is the build context directory, e.g. `pybuild -t NAME .`")
+                .into(),
+        );
+    }
+    if !dir.is_dir() {
+        return Err(CliError::new(format!(
+            "build context {} is not a directory",
+            dir.display()
+        ))
+        .hint("PATH is the build context directory; name the Dockerfile with -f FILE")
+        .into());
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// `PATH/Dockerfile`, or `PATH/dockerfile` when only that exists (as docker does).
+fn default_dockerfile(dir: &Path) -> PathBuf {
+    let upper = dir.join("Dockerfile");
+    let lower = dir.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
+    }
+}
+
+/// Remove repeats, keeping the first occurrence.
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// A repeated key keeps its first position and its last value.
+fn last_wins(pairs: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some(pair) => pair.1 = value,
+            None => out.push((key, value)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_output;
+
+    #[test]
+    fn push_marks_image_outputs_or_adds_one() {
+        let mut outputs = vec![parse_output("type=local,dest=out").unwrap()];
+        apply_push(&mut outputs);
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(outputs[1].kind, OutputKind::Image);
+        assert_eq!(outputs[1].attrs["push"], "true");
+
+        let mut outputs = vec![parse_output("type=image,name=x").unwrap()];
+        apply_push(&mut outputs);
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].attrs["push"], "true");
+    }
+
+    #[test]
+    fn repeats() {
+        assert_eq!(dedup(vec!["a".into(), "b".into(), "a".into()]), ["a", "b"]);
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            last_wins(pairs(&[("a", "1"), ("b", "2"), ("a", "3")])),
+            pairs(&[("a", "3"), ("b", "2")])
+        );
+    }
+}

@@ -16,7 +16,9 @@
 //!   digit, `[*]` matches `]` (not `*`), a `^` anywhere but first can never match, and a
 //!   class is negated by `^` only (`[!a]` is the two characters `!` and `a`).
 //! * `#` starts a comment only in the very first column of a line.
-//! * Patterns are cleaned (`./a/../b/` is `b`) and a leading `/` is dropped.
+//! * Patterns are cleaned (`./a/../b/` is `b`). A leading `/` is dropped by
+//!   [`parse_dockerignore`] (moby's `ReadAll`), not by [`PatternMatcher::new`] (its `New`),
+//!   which also cleans before splitting off a `!`, so `!./a` given to it never matches.
 //!
 //! Known difference: Unicode class escapes (`\pL`, `\p{Greek}`) are rejected as bad
 //! patterns instead of being given Go's meaning, and every malformed pattern is rejected
@@ -89,6 +91,21 @@ impl Pattern {
     pub fn is_match(&self, path: &str) -> bool {
         self.matcher.is_match(path)
     }
+
+    /// Whether this pattern matches `path` or one of `ancestors`. With `cuts` (the
+    /// ancestors are then `path[..cut]`) this is one pass over `path` instead of one per
+    /// ancestor, which matters for deep paths.
+    fn matches_path_or_ancestors(
+        &self,
+        path: &str,
+        ancestors: &[&str],
+        cuts: Option<&[usize]>,
+    ) -> bool {
+        match cuts {
+            Some(cuts) => self.matcher.is_match_or_prefix_match(path, cuts),
+            None => self.is_match(path) || ancestors.iter().any(|a| self.is_match(a)),
+        }
+    }
 }
 
 impl fmt::Display for Pattern {
@@ -150,13 +167,14 @@ impl PatternMatcher {
         } else {
             path_prefixes(&parent)
         };
+        let cuts = prefix_cuts(path, &ancestors);
         let mut excluded = false;
         for pattern in &self.patterns {
             // Only a pattern that could flip the answer needs evaluating.
             if pattern.exclusion != excluded {
                 continue;
             }
-            if pattern.is_match(path) || ancestors.iter().any(|a| pattern.is_match(a)) {
+            if pattern.matches_path_or_ancestors(path, &ancestors, cuts.as_deref()) {
                 excluded = !pattern.exclusion;
             }
         }
@@ -217,15 +235,24 @@ impl PatternMatcher {
             return false;
         }
         let dir = dir.trim_end_matches('/');
-        let (prefix, dir_and_parents) = if dir.is_empty() || dir == "." {
-            (String::new(), Vec::new())
+        let (prefix, parents) = if dir.is_empty() || dir == "." {
+            (String::new(), None)
         } else {
-            (format!("{dir}/"), path_prefixes(dir))
+            let mut parents = path_prefixes(dir);
+            parents.pop(); // `dir` itself
+            (format!("{dir}/"), Some(parents))
+        };
+        let covers_dir = |p: &Pattern| match &parents {
+            None => false,
+            Some(parents) => {
+                let cuts = prefix_cuts(dir, parents);
+                p.matches_path_or_ancestors(dir, parents, cuts.as_deref())
+            }
         };
         let first_relevant = self
             .patterns
             .iter()
-            .rposition(|p| !p.exclusion && dir_and_parents.iter().any(|d| p.is_match(d)))
+            .rposition(|p| !p.exclusion && covers_dir(p))
             .map_or(0, |i| i + 1);
         self.patterns
             .get(first_relevant..)
@@ -361,6 +388,15 @@ fn go_dir(path: &str) -> String {
         Some(slash) => clean(path.get(..=slash).unwrap_or(path)),
         None => ".".to_owned(),
     }
+}
+
+/// Where each of `ancestors` ends in `path`, if they are all literal prefixes of it (as
+/// they are for a clean path).
+fn prefix_cuts(path: &str, ancestors: &[&str]) -> Option<Vec<usize>> {
+    ancestors
+        .iter()
+        .map(|a| (path.get(..a.len()) == Some(*a)).then_some(a.len()))
+        .collect()
 }
 
 /// `a/b/c` → `a`, `a/b`, `a/b/c`: what moby gets by joining the first 1, 2, … segments.
@@ -685,6 +721,62 @@ mod tests {
         assert_eq!(go_dir("a/b/"), "a/b");
         assert_eq!(path_prefixes("/"), ["", "/"]);
         assert_eq!(path_prefixes("a/b/c"), ["a", "a/b", "a/b/c"]);
+    }
+
+    #[test]
+    fn one_pass_parent_matching_agrees_with_separate_matching() {
+        let pattern_sets: &[&[&str]] = &[
+            &["a"],
+            &["a/*"],
+            &["**/b"],
+            &["a/**"],
+            &["*/b/*"],
+            &["a\\bb*"],
+            &["**", "!a/b"],
+            &["[ab]/[^/]c*", "!a/*/d"],
+        ];
+        let paths = [
+            "a", "a/b", "a/b/c", "b/b/cd", "x/a/b", "a/b/c/d", "/a/b", "a//b", "./a/b",
+        ];
+        for patterns in pattern_sets {
+            let m = matcher(patterns);
+            for path in paths {
+                let parent = go_dir(path);
+                let ancestors = if parent == "." {
+                    Vec::new()
+                } else {
+                    path_prefixes(&parent)
+                };
+                let mut slow = false;
+                for p in m.patterns() {
+                    if p.is_match(path) || ancestors.iter().any(|a| p.is_match(a)) {
+                        slow = !p.exclusion;
+                    }
+                }
+                assert_eq!(
+                    m.matches_or_parent_matches(path),
+                    slow,
+                    "{patterns:?} on {path:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deep_paths_and_heavy_patterns_stay_fast() {
+        let heavy = format!("{}x", "**/".repeat(300));
+        let m = matcher(&[heavy.as_str(), "!a*b*c*d*e*f*g*h*/**"]);
+        let path = format!("{}y", "a/".repeat(1000));
+        let started = std::time::Instant::now();
+        assert!(!m.matches_or_parent_matches(&path));
+        // The `!` pattern needs `b`…`h` in the first segment, so nothing under the deep
+        // directory can come back.
+        let dir = "a/".repeat(1000);
+        assert!(!m.may_reinclude_under(dir.trim_end_matches('/')));
+        assert!(m.may_reinclude_under("abcdefgh"));
+        // Minutes when every parent is matched separately; well under a second here even
+        // unoptimised. The bound is loose so a busy machine does not fail it.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     /// A fresh empty directory under the system temp dir.

@@ -65,6 +65,20 @@ impl Matcher {
         }
     }
 
+    /// Whether the pattern matches `path` or one of its prefixes `path[..cut]`, `cuts`
+    /// being ascending byte offsets (where its parent directories end).
+    pub(crate) fn is_match_or_prefix_match(&self, path: &str, cuts: &[usize]) -> bool {
+        match self {
+            Matcher::Regex(regex) => regex.is_match_or_prefix_match(path, cuts),
+            _ => {
+                self.is_match(path)
+                    || cuts
+                        .iter()
+                        .any(|&cut| path.get(..cut).is_some_and(|p| self.is_match(p)))
+            }
+        }
+    }
+
     /// Whether some path starting with `prefix` might match. Conservative: never `false`
     /// when such a path exists.
     pub(crate) fn may_match_with_prefix(&self, prefix: &str) -> bool {

@@ -621,42 +621,69 @@ impl Regex {
             .any(|&pc| matches!(self.insts.get(pc), Some(Inst::Match)))
     }
 
-    /// Run over `text`. Returns whether a match was reached and, if `text` was only a
-    /// prefix (`complete == false`), the threads still alive at its end.
-    fn run(&self, text: &str, complete: bool) -> (bool, Threads) {
+    /// Simulate the program over `text`.
+    ///
+    /// Besides `text` itself, every prefix `text[..cut]` for a byte offset in `cuts`
+    /// (ascending, on character boundaries) is asked about as a text of its own, in the
+    /// same single pass: the threads alive at a position depend only on the characters
+    /// before it, so for a cut it is enough to redo the last zero-width step as if the
+    /// text ended there. `after` says what follows `text` (its end, or unknown text).
+    ///
+    /// Returns `Ok(())` when `text` or one of the cut prefixes matches, otherwise the
+    /// threads alive at the end of `text`.
+    fn simulate(&self, text: &str, cuts: &[usize], after: Next) -> Result<(), Threads> {
         let len = self.insts.len();
         let mut current = Threads::new(len);
-        let mut next_threads = Threads::new(len);
+        let mut cut_threads = Threads::new(len);
         let mut stack = Vec::new();
-        let mut chars = text.chars().peekable();
-        let next_of = |peeked: Option<&char>| match peeked {
-            Some(&c) => Next::Char(c),
-            None if complete => Next::End,
-            None => Next::Unknown,
-        };
-        let start = Position {
-            at_start: true,
-            prev: None,
-            next: next_of(chars.peek()),
-        };
-        // The expressions moby builds all begin with `^`, so only threads started at the
-        // beginning can match and this anchored simulation answers Go's `MatchString`.
-        self.add_thread(&mut current, &mut stack, 0, start);
+        // Where the threads of the current position start from, before their zero-width
+        // steps. The expressions moby builds all begin with `^`, so starting threads only
+        // at the beginning answers Go's unanchored `MatchString`.
+        let mut seeds = vec![0usize];
+        let mut next_seeds = Vec::new();
+        let mut cuts = cuts.iter().copied().peekable();
+        let mut chars = text.char_indices().peekable();
+        let mut prev = None;
         loop {
-            if self.has_match(&current) {
-                return (true, current);
+            let (offset, next) = match chars.peek() {
+                Some(&(offset, c)) => (offset, Next::Char(c)),
+                None => (text.len(), after),
+            };
+            let at = Position {
+                at_start: offset == 0,
+                prev,
+                next,
+            };
+            current.clear();
+            for &seed in &seeds {
+                self.add_thread(&mut current, &mut stack, seed, at);
             }
-            let Some(c) = chars.next() else {
-                return (false, current);
+            // A match found here ends inside `text` and, Go's search being unanchored at
+            // the end, also makes every longer prefix and `text` itself match.
+            if self.has_match(&current) {
+                return Ok(());
+            }
+            while cuts.next_if(|&cut| cut < offset).is_some() {}
+            if matches!(next, Next::Char(_)) && cuts.next_if_eq(&offset).is_some() {
+                cut_threads.clear();
+                let at_end = Position {
+                    next: Next::End,
+                    ..at
+                };
+                for &seed in &seeds {
+                    self.add_thread(&mut cut_threads, &mut stack, seed, at_end);
+                }
+                if self.has_match(&cut_threads) {
+                    return Ok(());
+                }
+            }
+            let Some((_, c)) = chars.next() else {
+                return Err(current);
             };
             if current.list.is_empty() {
-                return (false, current);
+                return Err(current);
             }
-            let at = Position {
-                at_start: false,
-                prev: Some(c),
-                next: next_of(chars.peek()),
-            };
+            next_seeds.clear();
             for &pc in &current.list {
                 let advances = match self.insts.get(pc) {
                     Some(Inst::Char(expected)) => *expected == u32::from(c),
@@ -665,26 +692,33 @@ impl Regex {
                     _ => false,
                 };
                 if advances {
-                    self.add_thread(&mut next_threads, &mut stack, pc + 1, at);
+                    next_seeds.push(pc + 1);
                 }
             }
-            std::mem::swap(&mut current, &mut next_threads);
-            next_threads.clear();
+            std::mem::swap(&mut seeds, &mut next_seeds);
+            prev = Some(c);
         }
     }
 
     /// Whether the expression matches `text` (Go's `MatchString`).
     pub(crate) fn is_match(&self, text: &str) -> bool {
-        self.run(text, true).0
+        self.simulate(text, &[], Next::End).is_ok()
+    }
+
+    /// Whether the expression matches `text` or one of its prefixes `text[..cut]`, `cuts`
+    /// being ascending byte offsets. One pass, where asking each prefix separately would
+    /// cost time quadratic in the length of `text`.
+    pub(crate) fn is_match_or_prefix_match(&self, text: &str, cuts: &[usize]) -> bool {
+        self.simulate(text, cuts, Next::End).is_ok()
     }
 
     /// Whether some text starting with `prefix` might match. Conservative: it may say
     /// yes when no such text exists, never no when one does.
     pub(crate) fn may_match_with_prefix(&self, prefix: &str) -> bool {
-        let (matched, threads) = self.run(prefix, false);
-        if matched {
-            return true;
-        }
+        let threads = match self.simulate(prefix, &[], Next::Unknown) {
+            Ok(()) => return true,
+            Err(threads) => threads,
+        };
         // Can any live thread still reach `Match`, whatever the remaining text?
         let mut seen = vec![false; self.insts.len()];
         let mut stack = threads.list.clone();
@@ -805,6 +839,38 @@ mod tests {
             panic!("did not compile");
         };
         assert!(!anchored.may_match_with_prefix("a/"));
+    }
+
+    #[test]
+    fn prefix_cuts_answer_like_separate_matches() {
+        let texts = ["a/b/c", "ab/cd/e", "a b/c", "x/y", "/a/b"];
+        for expression in [
+            "^a$",
+            "^a/b$",
+            "^a/[^/]*$",
+            "^(.*/)?b$",
+            "^a\\b$",
+            "^a\\B.*$",
+            "^\\Qa/b",
+            "^.*c$",
+            "^$",
+        ] {
+            let Ok(re) = Regex::new(expression) else {
+                panic!("{expression:?} did not compile");
+            };
+            for text in texts {
+                let cuts: Vec<usize> = text.match_indices('/').map(|(i, _)| i).collect();
+                let separately = re.is_match(text)
+                    || cuts
+                        .iter()
+                        .any(|&cut| text.get(..cut).is_some_and(|p| re.is_match(p)));
+                assert_eq!(
+                    re.is_match_or_prefix_match(text, &cuts),
+                    separately,
+                    "{expression:?} on {text:?}"
+                );
+            }
+        }
     }
 
     #[test]

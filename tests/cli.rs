@@ -491,15 +491,30 @@ fn debug_graph_prints_stages_order_and_pruning() {
     assert_exit(&out, 0);
     let text = stdout(&out);
     assert!(text.contains("target linux/arm64"), "{text}");
-    assert!(text.contains("stage 0 \"deps\" from image busybox (needed)"), "{text}");
-    assert!(text.contains("stage 1 \"unused\" from image alpine (pruned)"), "{text}");
+    assert!(
+        text.contains("stage 0 \"deps\" from image busybox (needed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stage 1 \"unused\" from image alpine (pruned)"),
+        "{text}"
+    );
     assert!(text.contains("order: deps -> x"), "{text}");
 
-    let out = run(pybuild().args(["debug", "graph"]).arg(&file).args(["--target", "nope"]));
+    let out = run(pybuild()
+        .args(["debug", "graph"])
+        .arg(&file)
+        .args(["--target", "nope"]));
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("target stage \"nope\" could not be found"), "{err}");
-    assert!(err.contains("deps, unused, x"), "the hint lists the stages: {err}");
+    assert!(
+        err.contains("target stage \"nope\" could not be found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("deps, unused, x"),
+        "the hint lists the stages: {err}"
+    );
 
     fs::write(&file, BAD_ESCAPE).expect("write");
     let out = run(pybuild().args(["debug", "graph"]).arg(&file));
@@ -513,7 +528,10 @@ fn build_rejects_unknown_instructions_with_position_and_hint() {
     let out = run(pybuild().args(["-t", "x"]).arg(dir.path()));
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("Dockerfile:2:1: error: unknown instruction: RUNN"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2:1: error: unknown instruction: RUNN"),
+        "{err}"
+    );
     assert!(err.contains("did you mean RUN?"), "{err}");
 }
 

@@ -99,7 +99,9 @@ pub fn run(args: BuildArgs, global: GlobalArgs) -> anyhow::Result<()> {
     )?;
     let graph = pybuild::plan(&settings.dockerfile, &options)?;
     for arg in &graph.unused_build_args {
-        warn(format_args!("build arg {arg} was given but no ARG in the Dockerfile consumes it"));
+        warn(format_args!(
+            "build arg {arg} was given but no ARG in the Dockerfile consumes it"
+        ));
     }
     execute(&settings)
 }

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn dumps_flags_onbuild_and_empty_args() {
-        let df = crate::parse("FROM x\nONBUILD COPY --from=a . /\nCMD []\nFOO bar\n").expect("parses");
+        let df =
+            crate::parse("FROM x\nONBUILD COPY --from=a . /\nCMD []\nFOO bar\n").expect("parses");
         assert_eq!(
             dump(&df),
             "(from \"x\")\n(onbuild (copy [\"--from=a\"] \".\" \"/\"))\n(cmd)\n(foo \"\")\n"

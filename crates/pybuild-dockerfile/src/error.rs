@@ -42,7 +42,9 @@ pub enum Error {
         span: Span,
     },
     /// An exec-form JSON array holding something other than strings.
-    #[error("{instruction}: when using JSON array syntax, arrays must be comprised of strings only")]
+    #[error(
+        "{instruction}: when using JSON array syntax, arrays must be comprised of strings only"
+    )]
     NonStringJsonArray {
         /// The instruction, upper case.
         instruction: String,
@@ -139,9 +141,9 @@ impl Error {
                 "write every element as a \"quoted string\", or drop the brackets for shell form"
                     .into(),
             ),
-            Error::UnterminatedHeredoc { delimiter, .. } => {
-                Some(format!("end the heredoc with a line holding only `{delimiter}`"))
-            }
+            Error::UnterminatedHeredoc { delimiter, .. } => Some(format!(
+                "end the heredoc with a line holding only `{delimiter}`"
+            )),
             Error::InvalidInstruction { hint, .. } => hint.clone(),
             _ => None,
         }
@@ -165,7 +167,14 @@ impl Error {
     ///       = hint: did you mean RUN?
     /// ```
     pub fn render(&self, file_name: &str, source: &str) -> String {
-        render_diagnostic(file_name, source, self.span(), "error", &self.to_string(), self.hint())
+        render_diagnostic(
+            file_name,
+            source,
+            self.span(),
+            "error",
+            &self.to_string(),
+            self.hint(),
+        )
     }
 }
 

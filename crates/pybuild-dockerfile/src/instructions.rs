@@ -311,7 +311,11 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction> {
             Flags::new(node, &name, &[])?;
             require_args(node, &name, 1)?;
             if let Some(empty) = node.args.iter().find(|a| a.value.trim().is_empty()) {
-                return Err(invalid(&name, "VOLUME specified can not be an empty string", empty.span));
+                return Err(invalid(
+                    &name,
+                    "VOLUME specified can not be an empty string",
+                    empty.span,
+                ));
             }
             Kind::Volume(node.args.clone())
         }
@@ -332,7 +336,12 @@ pub fn parse_instruction(node: &Node) -> Result<Instruction> {
         "onbuild" => parse_onbuild(node, &name)?,
         other => {
             return Err(Error::UnknownInstruction {
-                instruction: node.original.split_whitespace().next().unwrap_or(other).to_string(),
+                instruction: node
+                    .original
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or(other)
+                    .to_string(),
                 suggestion: closest(other, KEYWORDS.iter().copied()).map(str::to_ascii_uppercase),
                 span: node.keyword_span,
             });
@@ -382,8 +391,16 @@ fn single(node: &Node, name: &str) -> Result<Spanned<String>> {
     Flags::new(node, name, &[])?;
     match node.args.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(invalid(name, format!("{name} requires exactly one argument"), node.keyword_span)),
-        _ => Err(invalid(name, format!("{name} requires exactly one argument"), args_span(node))),
+        [] => Err(invalid(
+            name,
+            format!("{name} requires exactly one argument"),
+            node.keyword_span,
+        )),
+        _ => Err(invalid(
+            name,
+            format!("{name} requires exactly one argument"),
+            args_span(node),
+        )),
     }
 }
 
@@ -427,7 +444,8 @@ impl<'a> Flags<'a> {
                 return Err(Error::UnknownFlag {
                     instruction: instruction.to_string(),
                     flag: fname.to_string(),
-                    suggestion: closest(fname, accepted.iter().map(|(n, _)| *n)).map(str::to_string),
+                    suggestion: closest(fname, accepted.iter().map(|(n, _)| *n))
+                        .map(str::to_string),
                     span: flag.span,
                 });
             };
@@ -486,11 +504,16 @@ fn parse_from(node: &Node, name: &str) -> Result<Kind> {
     let flags = Flags::new(node, name, &[("platform", FlagKind::Value)])?;
     let (image, stage) = match node.args.as_slice() {
         [image] => (image.clone(), None),
-        [image, as_kw, stage] if as_kw.value.eq_ignore_ascii_case("as") => (image.clone(), Some(stage.clone())),
+        [image, as_kw, stage] if as_kw.value.eq_ignore_ascii_case("as") => {
+            (image.clone(), Some(stage.clone()))
+        }
         [_, other, _] => {
             return Err(Error::InvalidInstruction {
                 instruction: name.into(),
-                message: format!("expected AS between the image and the stage name, found {:?}", other.value),
+                message: format!(
+                    "expected AS between the image and the stage name, found {:?}",
+                    other.value
+                ),
                 hint: Some("write FROM image AS name".into()),
                 span: other.span,
             });
@@ -532,7 +555,8 @@ fn parse_from(node: &Node, name: &str) -> Result<Kind> {
 pub fn is_valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 fn parse_run(node: &Node, name: &str) -> Result<Kind> {
@@ -558,7 +582,9 @@ fn parse_run(node: &Node, name: &str) -> Result<Kind> {
                 return Err(Error::InvalidFlag {
                     instruction: name.into(),
                     flag: "network".into(),
-                    message: format!("unsupported network mode {other:?} (expected default, none or host)"),
+                    message: format!(
+                        "unsupported network mode {other:?} (expected default, none or host)"
+                    ),
                     span: v.span,
                 });
             }
@@ -573,7 +599,9 @@ fn parse_run(node: &Node, name: &str) -> Result<Kind> {
                 return Err(Error::InvalidFlag {
                     instruction: name.into(),
                     flag: "security".into(),
-                    message: format!("unsupported security mode {other:?} (expected sandbox or insecure)"),
+                    message: format!(
+                        "unsupported security mode {other:?} (expected sandbox or insecure)"
+                    ),
                     span: v.span,
                 });
             }
@@ -625,29 +653,46 @@ pub fn parse_mount(value: &str) -> std::result::Result<Mount, String> {
     // The type decides the defaults, so read it first wherever it was written.
     let mut read_only: Option<bool> = None;
     for field in &fields {
-        if let Some(("type", t)) = field.split_once('=').map(|(k, v)| (k.trim().to_ascii_lowercase(), v)).as_ref().map(|(k, v)| (k.as_str(), *v)) {
+        if let Some(("type", t)) = field
+            .split_once('=')
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v))
+            .as_ref()
+            .map(|(k, v)| (k.as_str(), *v))
+        {
             mount.kind = match t {
                 "bind" => MountType::Bind,
                 "cache" => MountType::Cache,
                 "tmpfs" => MountType::Tmpfs,
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
-                other => return Err(format!("unsupported mount type {other:?} (expected bind, cache, tmpfs, secret or ssh)")),
+                other => {
+                    return Err(format!(
+                        "unsupported mount type {other:?} (expected bind, cache, tmpfs, secret or ssh)"
+                    ));
+                }
             };
         }
     }
-    mount.read_only = matches!(mount.kind, MountType::Bind | MountType::Secret | MountType::Ssh);
+    mount.read_only = matches!(
+        mount.kind,
+        MountType::Bind | MountType::Secret | MountType::Ssh
+    );
     for field in &fields {
         let (key, val) = match field.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_string())),
             None => (field.trim().to_ascii_lowercase(), None),
         };
-        let need = |v: &Option<String>| v.clone().ok_or_else(|| format!("mount option {key:?} needs a value ({key}=...)"));
+        let need = |v: &Option<String>| {
+            v.clone()
+                .ok_or_else(|| format!("mount option {key:?} needs a value ({key}=...)"))
+        };
         let boolean = |v: &Option<String>| -> std::result::Result<bool, String> {
             match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("true") => Ok(true),
                 Some("false") => Ok(false),
-                Some(other) => Err(format!("invalid value {other:?} for {key} (expected true or false)")),
+                Some(other) => Err(format!(
+                    "invalid value {other:?} for {key} (expected true or false)"
+                )),
             }
         };
         match key.as_str() {
@@ -663,16 +708,25 @@ pub fn parse_mount(value: &str) -> std::result::Result<Mount, String> {
                     "shared" => CacheSharing::Shared,
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
-                    other => return Err(format!("unsupported sharing value {other:?} (expected shared, private or locked)")),
+                    other => {
+                        return Err(format!(
+                            "unsupported sharing value {other:?} (expected shared, private or locked)"
+                        ));
+                    }
                 }
             }
             "mode" => {
                 let v = need(&val)?;
-                mount.mode = Some(u32::from_str_radix(&v, 8).map_err(|_| format!("invalid mode {v:?}: expected octal, like 0755"))?);
+                mount.mode = Some(
+                    u32::from_str_radix(&v, 8)
+                        .map_err(|_| format!("invalid mode {v:?}: expected octal, like 0755"))?,
+                );
             }
             "uid" | "gid" => {
                 let v = need(&val)?;
-                let n: u32 = v.parse().map_err(|_| format!("invalid {key} {v:?}: expected a number"))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("invalid {key} {v:?}: expected a number"))?;
                 if key == "uid" {
                     mount.uid = Some(n);
                 } else {
@@ -682,7 +736,9 @@ pub fn parse_mount(value: &str) -> std::result::Result<Mount, String> {
             "required" => mount.required = boolean(&val)?,
             "size" => {
                 let v = need(&val)?;
-                mount.size = Some(parse_size(&v).ok_or_else(|| format!("invalid size {v:?}: expected bytes, or a number with k, m or g"))?);
+                mount.size = Some(parse_size(&v).ok_or_else(|| {
+                    format!("invalid size {v:?}: expected bytes, or a number with k, m or g")
+                })?);
             }
             "env" => mount.env = Some(need(&val)?),
             other => return Err(format!("unexpected key {other:?} in {field:?}")),
@@ -752,7 +808,10 @@ fn split_csv(value: &str) -> std::result::Result<Vec<String>, String> {
         return Err(format!("unterminated quote in {value:?}"));
     }
     fields.push(cur);
-    Ok(fields.into_iter().filter(|f| !f.trim().is_empty()).collect())
+    Ok(fields
+        .into_iter()
+        .filter(|f| !f.trim().is_empty())
+        .collect())
 }
 
 fn parse_size(v: &str) -> Option<u64> {
@@ -789,10 +848,18 @@ fn parse_copy(node: &Node, name: &str, add: bool) -> Result<CopySpec> {
             instruction: name.into(),
             message: format!(
                 "{name} requires at least two arguments, but only {} provided; the destination could not be determined",
-                if node.args.len() == 1 { "one was" } else { "none were" }
+                if node.args.len() == 1 {
+                    "one was"
+                } else {
+                    "none were"
+                }
             ),
             hint: Some(format!("write {name} <source>... <destination>")),
-            span: if node.args.is_empty() { node.keyword_span } else { args_span(node) },
+            span: if node.args.is_empty() {
+                node.keyword_span
+            } else {
+                args_span(node)
+            },
         });
     };
     if let Some(chmod) = flags.value("chmod") {
@@ -813,7 +880,10 @@ fn parse_copy(node: &Node, name: &str, add: bool) -> Result<CopySpec> {
             return Err(Error::InvalidFlag {
                 instruction: name.into(),
                 flag: "checksum".into(),
-                message: format!("invalid checksum {:?}: expected sha256:<64 hex digits>", sum.value),
+                message: format!(
+                    "invalid checksum {:?}: expected sha256:<64 hex digits>",
+                    sum.value
+                ),
                 span: sum.span,
             });
         }
@@ -855,9 +925,13 @@ pub fn check_chmod(value: &str) -> std::result::Result<(), String> {
         let (who, rest) = clause.split_at(op);
         let perms = &rest[1..];
         if !who.chars().all(|c| matches!(c, 'u' | 'g' | 'o' | 'a'))
-            || !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't' | '+' | '-' | '='))
+            || !perms
+                .chars()
+                .all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't' | '+' | '-' | '='))
         {
-            return Err(format!("invalid mode {value:?}: expected octal (0755) or symbolic (u+x,go=r)"));
+            return Err(format!(
+                "invalid mode {value:?}: expected octal (0755) or symbolic (u+x,go=r)"
+            ));
         }
     }
     Ok(())
@@ -892,7 +966,11 @@ fn parse_key_values(node: &Node, name: &str) -> Result<Vec<KeyValue>> {
             return Err(invalid(name, "malformed key=value list", node.span));
         };
         if key.value.is_empty() {
-            return Err(invalid(name, format!("{name} names can not be blank"), key.span));
+            return Err(invalid(
+                name,
+                format!("{name} names can not be blank"),
+                key.span,
+            ));
         }
         out.push(KeyValue {
             key: key.clone(),
@@ -916,12 +994,20 @@ fn parse_healthcheck(node: &Node, name: &str) -> Result<Kind> {
         ],
     )?;
     let Some(typ) = node.args.first() else {
-        return Err(invalid(name, "HEALTHCHECK requires an argument: CMD or NONE", node.keyword_span));
+        return Err(invalid(
+            name,
+            "HEALTHCHECK requires an argument: CMD or NONE",
+            node.keyword_span,
+        ));
     };
     match typ.value.to_ascii_uppercase().as_str() {
         "NONE" => {
             if node.args.len() > 1 {
-                return Err(invalid(name, "HEALTHCHECK NONE takes no arguments", args_span(node)));
+                return Err(invalid(
+                    name,
+                    "HEALTHCHECK NONE takes no arguments",
+                    args_span(node),
+                ));
             }
             if let Some(f) = node.flags.first() {
                 return Err(invalid(name, "HEALTHCHECK NONE takes no options", f.span));
@@ -931,7 +1017,11 @@ fn parse_healthcheck(node: &Node, name: &str) -> Result<Kind> {
         "CMD" => {
             let rest = &node.args[1..];
             if rest.is_empty() {
-                return Err(invalid(name, "HEALTHCHECK CMD requires a command", typ.span));
+                return Err(invalid(
+                    name,
+                    "HEALTHCHECK CMD requires a command",
+                    typ.span,
+                ));
             }
             let command = if node.json {
                 Command::Exec(rest.iter().map(|a| a.value.clone()).collect())
@@ -945,7 +1035,10 @@ fn parse_healthcheck(node: &Node, name: &str) -> Result<Kind> {
                         let d = parse_go_duration(&v.value).ok_or_else(|| Error::InvalidFlag {
                             instruction: name.into(),
                             flag: flag.into(),
-                            message: format!("invalid duration {:?} (examples: 30s, 1m30s, 500ms)", v.value),
+                            message: format!(
+                                "invalid duration {:?} (examples: 30s, 1m30s, 500ms)",
+                                v.value
+                            ),
                             span: v.span,
                         })?;
                         if !d.is_zero() && d < Duration::from_millis(1) {
@@ -999,13 +1092,17 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let number: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -1027,7 +1124,11 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
 fn parse_onbuild(node: &Node, name: &str) -> Result<Kind> {
     Flags::new(node, name, &[])?;
     let Some(inner) = node.onbuild.as_deref() else {
-        return Err(invalid(name, "ONBUILD requires at least one argument", node.keyword_span));
+        return Err(invalid(
+            name,
+            "ONBUILD requires at least one argument",
+            node.keyword_span,
+        ));
     };
     match inner.keyword.as_str() {
         "onbuild" => {
@@ -1071,7 +1172,14 @@ mod tests {
     #[test]
     fn from_with_stage_and_platform() {
         let i = parse1("FROM --platform=$BUILDPLATFORM golang:1.22 AS Build\n").expect("ok");
-        let Kind::From { image, name, platform } = i.kind else { panic!("not FROM") };
+        let Kind::From {
+            image,
+            name,
+            platform,
+        } = i.kind
+        else {
+            panic!("not FROM")
+        };
         assert_eq!(image.value, "golang:1.22");
         assert_eq!(name.map(|n| n.value), Some("build".into()));
         assert_eq!(platform.map(|p| p.value), Some("$BUILDPLATFORM".into()));
@@ -1080,12 +1188,18 @@ mod tests {
     #[test]
     fn error_positions_for_each_kind() {
         let (e, p) = err_at("FROM a\nRUNN echo\n");
-        assert!(matches!(&e, Error::UnknownInstruction { suggestion: Some(s), .. } if s == "RUN"), "{e:?}");
+        assert!(
+            matches!(&e, Error::UnknownInstruction { suggestion: Some(s), .. } if s == "RUN"),
+            "{e:?}"
+        );
         assert_eq!(p, Position::new(2, 1));
         assert_eq!(e.hint().as_deref(), Some("did you mean RUN?"));
 
         let (e, p) = err_at("FROM a\nCOPY --chwn=1 a b\n");
-        assert!(matches!(&e, Error::UnknownFlag { suggestion: Some(s), .. } if s == "chown"), "{e:?}");
+        assert!(
+            matches!(&e, Error::UnknownFlag { suggestion: Some(s), .. } if s == "chown"),
+            "{e:?}"
+        );
         assert_eq!(p, Position::new(2, 6));
 
         let (e, p) = err_at("FROM a\nCOPY  --from a b\n");
@@ -1101,7 +1215,9 @@ mod tests {
         assert_eq!(p, Position::new(2, 6));
 
         let (e, p) = err_at("FROM a AS 1bad\n");
-        assert!(matches!(&e, Error::InvalidInstruction { message, .. } if message.contains("invalid name")));
+        assert!(
+            matches!(&e, Error::InvalidInstruction { message, .. } if message.contains("invalid name"))
+        );
         assert_eq!(p, Position::new(1, 11));
 
         let (e, p) = err_at("FROM a b\n");
@@ -1160,16 +1276,32 @@ mod tests {
     #[test]
     fn copy_and_add_flags() {
         let i = parse1("COPY --from=build --chown=app:app --chmod=u+x,go=r --link --parents --exclude=*.pyc --exclude=tests a b /dst/\n").expect("ok");
-        let Kind::Copy(c) = i.kind else { panic!("not COPY") };
+        let Kind::Copy(c) = i.kind else {
+            panic!("not COPY")
+        };
         assert_eq!(c.from.map(|f| f.value), Some("build".into()));
         assert_eq!(c.chown.map(|f| f.value), Some("app:app".into()));
         assert!(c.link && c.parents);
-        assert_eq!(c.exclude.iter().map(|e| e.value.as_str()).collect::<Vec<_>>(), ["*.pyc", "tests"]);
-        assert_eq!(c.sources.iter().map(|s| s.value.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            c.exclude
+                .iter()
+                .map(|e| e.value.as_str())
+                .collect::<Vec<_>>(),
+            ["*.pyc", "tests"]
+        );
+        assert_eq!(
+            c.sources
+                .iter()
+                .map(|s| s.value.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(c.dest.value, "/dst/");
 
         let i = parse1("ADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d --keep-git-dir=false --unpack=false https://x/a.tgz /opt/\n").expect("ok");
-        let Kind::Add(a) = i.kind else { panic!("not ADD") };
+        let Kind::Add(a) = i.kind else {
+            panic!("not ADD")
+        };
         assert!(a.checksum.is_some());
         assert_eq!(a.unpack, Some(false));
         assert!(!a.keep_git_dir);
@@ -1180,10 +1312,25 @@ mod tests {
 
     #[test]
     fn run_mounts_of_every_type() {
-        let m = parse_mount("type=cache,target=/root/.cache/pip,sharing=locked,id=pip,mode=0700,uid=1000,gid=1000").expect("cache");
-        assert_eq!((m.kind, m.sharing, m.mode, m.uid, m.read_only), (MountType::Cache, CacheSharing::Locked, Some(0o700), Some(1000), false));
+        let m = parse_mount(
+            "type=cache,target=/root/.cache/pip,sharing=locked,id=pip,mode=0700,uid=1000,gid=1000",
+        )
+        .expect("cache");
+        assert_eq!(
+            (m.kind, m.sharing, m.mode, m.uid, m.read_only),
+            (
+                MountType::Cache,
+                CacheSharing::Locked,
+                Some(0o700),
+                Some(1000),
+                false
+            )
+        );
         let m = parse_mount("target=/src,from=builder,source=/out,rw").expect("bind");
-        assert_eq!((m.kind, m.read_only, m.from.as_deref()), (MountType::Bind, false, Some("builder")));
+        assert_eq!(
+            (m.kind, m.read_only, m.from.as_deref()),
+            (MountType::Bind, false, Some("builder"))
+        );
         let m = parse_mount("type=tmpfs,target=/tmp,size=64m").expect("tmpfs");
         assert_eq!(m.size, Some(64 << 20));
         let m = parse_mount("type=secret,id=token").expect("secret");
@@ -1203,13 +1350,31 @@ mod tests {
     #[test]
     fn healthcheck_forms() {
         let i = parse1("HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD curl -f http://localhost/\n").expect("ok");
-        let Kind::Healthcheck(Healthcheck::Check { command, interval, timeout, retries, .. }) = i.kind else { panic!() };
+        let Kind::Healthcheck(Healthcheck::Check {
+            command,
+            interval,
+            timeout,
+            retries,
+            ..
+        }) = i.kind
+        else {
+            panic!()
+        };
         assert_eq!(command, Command::Shell("curl -f http://localhost/".into()));
-        assert_eq!((interval, timeout, retries), (Duration::from_secs(90), Duration::from_millis(500), 3));
+        assert_eq!(
+            (interval, timeout, retries),
+            (Duration::from_secs(90), Duration::from_millis(500), 3)
+        );
         let i = parse1("HEALTHCHECK NONE\n").expect("ok");
         assert_eq!(i.kind, Kind::Healthcheck(Healthcheck::None));
         let i = parse1("HEALTHCHECK CMD [\"true\"]\n").expect("ok");
-        assert!(matches!(i.kind, Kind::Healthcheck(Healthcheck::Check { command: Command::Exec(_), .. })));
+        assert!(matches!(
+            i.kind,
+            Kind::Healthcheck(Healthcheck::Check {
+                command: Command::Exec(_),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1224,14 +1389,19 @@ mod tests {
         assert!(kv[0].legacy);
         let i = parse1("ARG A B=2 C=\n").expect("ok");
         let Kind::Arg(a) = i.kind else { panic!() };
-        let got: Vec<_> = a.iter().map(|d| (d.name.value.as_str(), d.default.as_deref())).collect();
+        let got: Vec<_> = a
+            .iter()
+            .map(|d| (d.name.value.as_str(), d.default.as_deref()))
+            .collect();
         assert_eq!(got, [("A", None), ("B", Some("2")), ("C", Some(""))]);
     }
 
     #[test]
     fn onbuild_wraps_and_keeps_original() {
         let i = parse1("ONBUILD RUN echo hi\n").expect("ok");
-        let Kind::Onbuild(inner) = i.kind else { panic!() };
+        let Kind::Onbuild(inner) = i.kind else {
+            panic!()
+        };
         assert_eq!(inner.name(), "RUN");
         assert_eq!(inner.original, "RUN echo hi");
     }

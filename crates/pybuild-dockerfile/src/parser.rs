@@ -240,15 +240,20 @@ impl<'a> Parser<'a> {
             let content = trim_newline(raw);
             let stripped = content.trim_start();
             let lead_chars = (content.len() - stripped.len()) as u32;
-            if stripped.starts_with('#') {
-                let text = stripped[1..].trim();
+            if let Some(comment) = stripped.strip_prefix('#') {
+                let text = comment.trim();
                 if !text.is_empty() {
                     comments.push(text.to_string());
                 }
             }
             self.possible_directive(stripped, line_no)?;
-            let without_comment = if stripped.starts_with('#') { "" } else { stripped };
-            let (piece, mut end_of_line) = trim_continuation(without_comment, self.directives.escape);
+            let without_comment = if stripped.starts_with('#') {
+                ""
+            } else {
+                stripped
+            };
+            let (piece, mut end_of_line) =
+                trim_continuation(without_comment, self.directives.escape);
             if end_of_line && piece.is_empty() {
                 continue;
             }
@@ -328,7 +333,10 @@ impl<'a> Parser<'a> {
                 }
             }
 
-            node.span = Span::new(Position::new(first_line, 1), Position::new(last_line + 1, 1));
+            node.span = Span::new(
+                Position::new(first_line, 1),
+                Position::new(last_line + 1, 1),
+            );
             if start_line == 0 {
                 start_line = first_line;
             }
@@ -372,7 +380,10 @@ impl<'a> Parser<'a> {
             Position::new(line_no, 1 + line.chars().count() as u32),
         );
         if self.seen_directives.contains(&key) {
-            return Err(Error::DuplicateDirective { directive: key, span });
+            return Err(Error::DuplicateDirective {
+                directive: key,
+                span,
+            });
         }
         self.seen_directives.push(key.clone());
         let value_span = Span::new(
@@ -548,27 +559,23 @@ fn node_from_line(map: &LineMap, start: usize, end: usize, escape: char) -> Resu
                 None => node.args = mk(split_list(args_text, args_base)),
             }
         }
-        "cmd" | "entrypoint" | "run" | "shell" => {
-            if !args_text.is_empty() {
-                match parse_json(args_text, &upper, map.span(args_base, args_end))? {
-                    Some(items) => {
-                        node.json = true;
-                        node.args = items
-                            .into_iter()
-                            .map(|s| Spanned::new(s, map.span(args_base, args_end)))
-                            .collect();
-                    }
-                    None => node.args = mk(vec![(args_text.to_string(), args_base)]),
+        "cmd" | "entrypoint" | "run" | "shell" if !args_text.is_empty() => {
+            match parse_json(args_text, &upper, map.span(args_base, args_end))? {
+                Some(items) => {
+                    node.json = true;
+                    node.args = items
+                        .into_iter()
+                        .map(|s| Spanned::new(s, map.span(args_base, args_end)))
+                        .collect();
                 }
+                None => node.args = mk(vec![(args_text.to_string(), args_base)]),
             }
         }
         "arg" => node.args = mk(parse_words(args_text, args_base, escape)),
         "env" | "label" => node.args = parse_name_val(args_text, args_base, &upper, escape, map)?,
         "expose" | "from" => node.args = mk(split_list(args_text, args_base)),
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !args_text.is_empty() {
-                node.args = mk(vec![(args_text.to_string(), args_base)]);
-            }
+        "maintainer" | "stopsignal" | "user" | "workdir" if !args_text.is_empty() => {
+            node.args = mk(vec![(args_text.to_string(), args_base)]);
         }
         "healthcheck" => {
             // The first word is the type (CMD or NONE); the rest is like CMD.
@@ -601,11 +608,9 @@ fn node_from_line(map: &LineMap, start: usize, end: usize, escape: char) -> Resu
                 }
             }
         }
-        "onbuild" => {
-            if !args_text.is_empty() {
-                let inner = node_from_line(map, args_base, args_end, escape)?;
-                node.onbuild = Some(Box::new(inner));
-            }
+        "onbuild" if !args_text.is_empty() => {
+            let inner = node_from_line(map, args_base, args_end, escape)?;
+            node.onbuild = Some(Box::new(inner));
         }
         _ => {}
     }
@@ -726,7 +731,8 @@ fn parse_words(rest: &str, base: usize, escape: char) -> Vec<Piece> {
     let mut blank_ok = false;
     let mut chars = rest.char_indices().peekable();
     while let Some((pos, ch)) = chars.next() {
-        let at_end = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| chars.peek().is_none();
+        let at_end =
+            |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| chars.peek().is_none();
         if !in_word {
             if is_go_space(ch) {
                 continue;
@@ -814,12 +820,18 @@ fn parse_name_val(
                 span: map.span(base, base + rest.len()),
             });
         };
-        out.push(Spanned::new(rest[..key_end].to_string(), map.span(base, base + key_end)));
+        out.push(Spanned::new(
+            rest[..key_end].to_string(),
+            map.span(base, base + key_end),
+        ));
         out.push(Spanned::new(
             rest[value_start..].to_string(),
             map.span(base + value_start, base + rest.len()),
         ));
-        out.push(Spanned::new(String::new(), map.span(base + key_end, base + key_end)));
+        out.push(Spanned::new(
+            String::new(),
+            map.span(base + key_end, base + key_end),
+        ));
         return Ok(out);
     }
     for (word, offset) in words {
@@ -946,11 +958,20 @@ mod tests {
 
     #[test]
     fn directives_are_case_insensitive_and_duplicates_fail() {
-        let df = parse("# SYNTAX = docker/dockerfile:1\n#Check=skip=all\nFROM x\n").expect("parses");
-        assert_eq!(df.directives.syntax.as_ref().map(|s| s.value.as_str()), Some("docker/dockerfile:1"));
-        assert_eq!(df.directives.check.as_ref().map(|s| s.value.as_str()), Some("skip=all"));
+        let df =
+            parse("# SYNTAX = docker/dockerfile:1\n#Check=skip=all\nFROM x\n").expect("parses");
+        assert_eq!(
+            df.directives.syntax.as_ref().map(|s| s.value.as_str()),
+            Some("docker/dockerfile:1")
+        );
+        assert_eq!(
+            df.directives.check.as_ref().map(|s| s.value.as_str()),
+            Some("skip=all")
+        );
         let err = parse("# escape=`\n# escape=\\\nFROM x\n").expect_err("duplicate");
-        assert!(matches!(err, Error::DuplicateDirective { ref directive, .. } if directive == "escape"));
+        assert!(
+            matches!(err, Error::DuplicateDirective { ref directive, .. } if directive == "escape")
+        );
         assert_eq!(err.span().map(|s| s.start), Some(Position::new(2, 1)));
     }
 
@@ -1010,15 +1031,27 @@ mod tests {
         let df = parse(src).expect("parses");
         let h = &df.nodes[1].heredocs;
         assert_eq!(h.len(), 1);
-        assert_eq!((h[0].name.as_str(), h[0].expand, h[0].chomp), ("EOF", true, false));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].expand, h[0].chomp),
+            ("EOF", true, false)
+        );
         assert_eq!(h[0].content, "echo $A\n");
         let h = &df.nodes[2].heredocs;
-        assert_eq!((h[0].name.as_str(), h[0].expand, h[0].chomp), ("END", false, true));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].expand, h[0].chomp),
+            ("END", false, true)
+        );
         assert_eq!(h[0].content, "echo hi\n");
         let h = &df.nodes[3].heredocs;
         assert_eq!(h.len(), 2);
-        assert_eq!((h[0].name.as_str(), h[0].content.as_str(), h[0].expand), ("a.txt", "A\n", true));
-        assert_eq!((h[1].name.as_str(), h[1].content.as_str(), h[1].expand), ("b.txt", "B\n", false));
+        assert_eq!(
+            (h[0].name.as_str(), h[0].content.as_str(), h[0].expand),
+            ("a.txt", "A\n", true)
+        );
+        assert_eq!(
+            (h[1].name.as_str(), h[1].content.as_str(), h[1].expand),
+            ("b.txt", "B\n", false)
+        );
         let h = &df.nodes[4].heredocs;
         assert_eq!((h[0].fd, h[0].content.as_str()), (3, "print(1)\n"));
         assert_eq!(df.nodes[4].span, Span::lines(13, 15));
@@ -1042,7 +1075,9 @@ mod tests {
     #[test]
     fn unterminated_heredoc_points_at_opener() {
         let err = parse("FROM x\nRUN cat <<EOF\nhello\n").expect_err("unterminated");
-        assert!(matches!(err, Error::UnterminatedHeredoc { ref delimiter, .. } if delimiter == "EOF"));
+        assert!(
+            matches!(err, Error::UnterminatedHeredoc { ref delimiter, .. } if delimiter == "EOF")
+        );
         assert_eq!(err.span().map(|s| s.start), Some(Position::new(2, 9)));
     }
 
@@ -1056,6 +1091,9 @@ mod tests {
     #[test]
     fn empty_input_has_no_instructions() {
         assert!(matches!(parse(""), Err(Error::NoInstructions { .. })));
-        assert!(matches!(parse("# only\n\n# comments\n"), Err(Error::NoInstructions { .. })));
+        assert!(matches!(
+            parse("# only\n\n# comments\n"),
+            Err(Error::NoInstructions { .. })
+        ));
     }
 }

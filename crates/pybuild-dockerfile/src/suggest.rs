@@ -3,7 +3,10 @@
 /// The candidate closest to `word` (case-insensitive Levenshtein distance), if it is
 /// close enough to be a plausible typo: at most a third of the word's length, and at
 /// least 1.
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     let limit = (word.chars().count() / 3).max(1);
     candidates

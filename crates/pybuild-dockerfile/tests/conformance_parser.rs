@@ -32,7 +32,11 @@ fn positive_cases_dump_like_buildkit() {
     let mut failures = Vec::new();
     let dirs = case_dirs(&root.join("parser/testfiles"));
     for dir in &dirs {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let source = read(&dir.join("Dockerfile"));
         let expected = read(&dir.join("result"));
         match parse(&source) {
@@ -73,7 +77,11 @@ fn negative_cases_are_rejected() {
         accepted.len()
     );
     assert_eq!(dirs.len(), 4, "BuildKit ships 4 negative parser cases");
-    assert!(accepted.is_empty(), "accepted invalid input:\n{}", accepted.join("\n"));
+    assert!(
+        accepted.is_empty(),
+        "accepted invalid input:\n{}",
+        accepted.join("\n")
+    );
 }
 
 #[test]
@@ -88,7 +96,10 @@ fn line_information_matches_buildkit() {
         .iter()
         .map(|n| (n.span.start.line, n.span.end.line - 1))
         .collect();
-    println!("parser/testfile-line: {ranges:?}, document {}-{}", df.start_line, df.end_line);
+    println!(
+        "parser/testfile-line: {ranges:?}, document {}-{}",
+        df.start_line, df.end_line
+    );
     assert_eq!(ranges, [(5, 5), (11, 12), (17, 31)]);
     assert_eq!((df.start_line, df.end_line), (5, 31));
 }

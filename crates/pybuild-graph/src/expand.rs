@@ -16,7 +16,9 @@ pub fn expand(kind: &Kind, env: &[(String, String)], escape: char) -> Result<Kin
     let lexer = Lexer::new(escape);
     let word = |s: &Spanned<String>| -> Result<Spanned<String>, Error> {
         Ok(Spanned::new(
-            lexer.expand_word(&s.value, &env).map_err(|e| e.at(s.span))?,
+            lexer
+                .expand_word(&s.value, &env)
+                .map_err(|e| e.at(s.span))?,
             s.span,
         ))
     };
@@ -24,7 +26,10 @@ pub fn expand(kind: &Kind, env: &[(String, String)], escape: char) -> Result<Kin
         let mut out = Vec::new();
         for s in list {
             // EXPOSE/VOLUME lists: an expanded value may hold several words.
-            for w in lexer.expand_words(&s.value, &env).map_err(|e| e.at(s.span))? {
+            for w in lexer
+                .expand_words(&s.value, &env)
+                .map_err(|e| e.at(s.span))?
+            {
                 out.push(Spanned::new(w, s.span));
             }
         }

@@ -143,7 +143,9 @@ impl Error {
             Error::TargetNotFound { available, .. } if !available.is_empty() => {
                 Some(format!("the named stages are: {}", available.join(", ")))
             }
-            Error::TargetNotFound { .. } => Some("no stage has a name: use FROM image AS name".into()),
+            Error::TargetNotFound { .. } => {
+                Some("no stage has a name: use FROM image AS name".into())
+            }
             Error::DuplicateStageName { .. } => Some("give each stage its own name".into()),
             Error::InstructionBeforeFrom { .. } => Some("move it after the first FROM".into()),
             _ => None,
@@ -251,7 +253,9 @@ pub struct Stage {
 impl Stage {
     /// `name` or `stage-N`, for messages.
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("stage-{}", self.index))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
     }
 }
 
@@ -359,7 +363,10 @@ fn set(env: &mut Vec<(String, String)>, key: &str, value: String) {
 
 impl<'o> Builder<'o> {
     fn new(options: &'o Options, escape: char) -> Self {
-        let build_platform = options.build_platform.clone().unwrap_or_else(Platform::host);
+        let build_platform = options
+            .build_platform
+            .clone()
+            .unwrap_or_else(Platform::host);
         let target_platform = options
             .target_platform
             .clone()
@@ -421,7 +428,12 @@ impl<'o> Builder<'o> {
         // The stages.
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         while let Some(from) = iter.next() {
-            let Kind::From { image, name, platform } = &from.kind else {
+            let Kind::From {
+                image,
+                name,
+                platform,
+            } = &from.kind
+            else {
                 continue;
             };
             let index = stages.len();
@@ -430,11 +442,15 @@ impl<'o> Builder<'o> {
                 .map_err(|e| e.at(image.span))?;
             let platform = match platform {
                 Some(p) => {
-                    let text = lexer.expand_word(&p.value, &global).map_err(|e| e.at(p.span))?;
-                    Some(Platform::parse(&text).map_err(|message| Error::InvalidPlatform {
-                        message,
-                        span: Some(p.span),
-                    })?)
+                    let text = lexer
+                        .expand_word(&p.value, &global)
+                        .map_err(|e| e.at(p.span))?;
+                    Some(
+                        Platform::parse(&text).map_err(|message| Error::InvalidPlatform {
+                            message,
+                            span: Some(p.span),
+                        })?,
+                    )
                 }
                 None => None,
             };
@@ -483,7 +499,9 @@ impl<'o> Builder<'o> {
             for step in &mut stage.steps {
                 for input in &mut step.inputs {
                     if let Input::Image(reference) = input {
-                        if let Some(target) = resolve_stage(reference, &names, count, step.instruction.span)? {
+                        if let Some(target) =
+                            resolve_stage(reference, &names, count, step.instruction.span)?
+                        {
                             *input = Input::Stage(target);
                             extra.insert(target);
                         }
@@ -495,10 +513,14 @@ impl<'o> Builder<'o> {
 
         let target = match &self.options.target {
             None => count - 1,
-            Some(t) => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| Error::TargetNotFound {
-                target: t.clone(),
-                available: names.keys().cloned().collect(),
-            })?,
+            Some(t) => {
+                *names
+                    .get(&t.to_ascii_lowercase())
+                    .ok_or_else(|| Error::TargetNotFound {
+                        target: t.clone(),
+                        available: names.keys().cloned().collect(),
+                    })?
+            }
         };
         let order = topological_order(&stages, target)?;
 
@@ -549,9 +571,16 @@ impl<'o> Builder<'o> {
                             Some(v.clone())
                         } else if let Some(d) = &decl.default {
                             let env_now = scope_env(&args, &env);
-                            Some(lexer.expand_word(d, &env_now).map_err(|e| e.at(decl.name.span))?)
+                            Some(
+                                lexer
+                                    .expand_word(d, &env_now)
+                                    .map_err(|e| e.at(decl.name.span))?,
+                            )
                         } else {
-                            global.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+                            global
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .map(|(_, v)| v.clone())
                         };
                         match value {
                             Some(v) => set(&mut args, name, v),
@@ -562,7 +591,9 @@ impl<'o> Builder<'o> {
                 Kind::Env(pairs) => {
                     for kv in pairs {
                         let env_now = scope_env(&args, &env);
-                        let key = lexer.expand_word(&kv.key.value, &env_now).map_err(|e| e.at(kv.key.span))?;
+                        let key = lexer
+                            .expand_word(&kv.key.value, &env_now)
+                            .map_err(|e| e.at(kv.key.span))?;
                         let value = lexer
                             .expand_word(&kv.value.value, &env_now)
                             .map_err(|e| e.at(kv.value.span))?;
@@ -643,7 +674,9 @@ fn inputs_of(step: &Step, lexer: &Lexer) -> Result<Vec<Input>, Error> {
         Kind::Run { mounts, .. } => {
             let env = step.expansion_env(&[]);
             for raw in mounts {
-                let expanded = lexer.expand_word(&raw.value, &env).map_err(|e| e.at(raw.span))?;
+                let expanded = lexer
+                    .expand_word(&raw.value, &env)
+                    .map_err(|e| e.at(raw.span))?;
                 let mount = instructions::parse_mount(&expanded).map_err(|message| {
                     pybuild_dockerfile::Error::InvalidFlag {
                         instruction: "RUN".into(),
@@ -675,7 +708,12 @@ fn topological_order(stages: &[Stage], target: usize) -> Result<Vec<usize>, Erro
         Visiting,
         Done,
     }
-    fn visit(stages: &[Stage], i: usize, marks: &mut [Mark], order: &mut Vec<usize>) -> Result<(), Error> {
+    fn visit(
+        stages: &[Stage],
+        i: usize,
+        marks: &mut [Mark],
+        order: &mut Vec<usize>,
+    ) -> Result<(), Error> {
         match marks[i] {
             Mark::Done => return Ok(()),
             Mark::Visiting => {

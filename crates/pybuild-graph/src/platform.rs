@@ -29,21 +29,27 @@ impl Platform {
     pub fn parse(text: &str) -> Result<Self, String> {
         let lower = text.trim().to_ascii_lowercase();
         let parts: Vec<&str> = lower.split('/').collect();
-        let bad = || {
-            format!("invalid platform {text:?}: expected os/arch[/variant], like linux/amd64")
-        };
+        let bad =
+            || format!("invalid platform {text:?}: expected os/arch[/variant], like linux/amd64");
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
         let (os, arch, variant) = match parts.as_slice() {
             [one] if is_known_arch(one) => ("linux", *one, None),
-            [one] if *one == "linux" => return Ok(Self { os: "linux".into(), ..Self::host() }),
+            [one] if *one == "linux" => {
+                return Ok(Self {
+                    os: "linux".into(),
+                    ..Self::host()
+                });
+            }
             [os, arch] => (*os, *arch, None),
             [os, arch, variant] => (*os, *arch, Some(*variant)),
             _ => return Err(bad()),
         };
         if !is_known_arch(arch) {
-            return Err(format!("invalid platform {text:?}: unknown architecture {arch:?}"));
+            return Err(format!(
+                "invalid platform {text:?}: unknown architecture {arch:?}"
+            ));
         }
         let (architecture, variant) = normalize_arch(arch, variant);
         Ok(Self {
@@ -118,11 +124,26 @@ mod tests {
 
     #[test]
     fn parses_and_normalizes() {
-        assert_eq!(Platform::parse("linux/amd64").map(|p| p.to_string()), Ok("linux/amd64".into()));
-        assert_eq!(Platform::parse("linux/x86_64").map(|p| p.to_string()), Ok("linux/amd64".into()));
-        assert_eq!(Platform::parse("linux/arm64/v8").map(|p| p.to_string()), Ok("linux/arm64".into()));
-        assert_eq!(Platform::parse("linux/arm").map(|p| p.to_string()), Ok("linux/arm/v7".into()));
-        assert_eq!(Platform::parse("arm64").map(|p| p.to_string()), Ok("linux/arm64".into()));
+        assert_eq!(
+            Platform::parse("linux/amd64").map(|p| p.to_string()),
+            Ok("linux/amd64".into())
+        );
+        assert_eq!(
+            Platform::parse("linux/x86_64").map(|p| p.to_string()),
+            Ok("linux/amd64".into())
+        );
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").map(|p| p.to_string()),
+            Ok("linux/arm64".into())
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").map(|p| p.to_string()),
+            Ok("linux/arm/v7".into())
+        );
+        assert_eq!(
+            Platform::parse("arm64").map(|p| p.to_string()),
+            Ok("linux/arm64".into())
+        );
         assert!(Platform::parse("linux/").is_err());
         assert!(Platform::parse("linux/sparc").is_err());
     }

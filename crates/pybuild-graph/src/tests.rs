@@ -6,7 +6,10 @@ use pybuild_dockerfile::Position;
 fn graph(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<BuildGraph, Error> {
     let df = pybuild_dockerfile::parse(src).map_err(Error::Dockerfile)?;
     let options = Options {
-        build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         target: target.map(str::to_string),
         build_platform: Some(Platform::parse("linux/amd64").expect("platform")),
         target_platform: Some(Platform::parse("linux/arm64").expect("platform")),
@@ -15,7 +18,10 @@ fn graph(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<Build
 }
 
 fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The expansion environment of step `n` of stage `s`.
@@ -25,10 +31,15 @@ fn env_at(g: &BuildGraph, s: usize, n: usize) -> Vec<(String, String)> {
 
 #[test]
 fn global_args_reach_from_but_not_the_stage_unless_redeclared() {
-    let src = "ARG TAG=3.11\nARG BASE=python\nFROM ${BASE}:${TAG}-slim\nRUN true\nARG TAG\nRUN true\n";
+    let src =
+        "ARG TAG=3.11\nARG BASE=python\nFROM ${BASE}:${TAG}-slim\nRUN true\nARG TAG\nRUN true\n";
     let g = graph(src, &[], None).expect("graph");
     assert_eq!(g.stages[0].base, Base::Image("python:3.11-slim".into()));
-    assert_eq!(get(&env_at(&g, 0, 0), "TAG"), None, "global ARG leaked into the stage");
+    assert_eq!(
+        get(&env_at(&g, 0, 0), "TAG"),
+        None,
+        "global ARG leaked into the stage"
+    );
     assert_eq!(get(&env_at(&g, 0, 2), "TAG"), Some("3.11"));
     assert_eq!(get(&env_at(&g, 0, 2), "BASE"), None);
 }
@@ -47,14 +58,30 @@ fn build_args_override_defaults_everywhere() {
 #[test]
 fn env_shadows_arg_and_undeclared_build_args_are_invisible() {
     let src = "FROM a\nARG V=arg\nENV V=env\nENV W=${V}-x\nRUN true\n";
-    let g = graph(src, &[("V", "cli"), ("UNUSED", "1"), ("HTTP_PROXY", "http://p")], None).expect("graph");
+    let g = graph(
+        src,
+        &[("V", "cli"), ("UNUSED", "1"), ("HTTP_PROXY", "http://p")],
+        None,
+    )
+    .expect("graph");
     let env = env_at(&g, 0, 3);
     assert_eq!(get(&env, "V"), Some("env"));
     assert_eq!(get(&env, "W"), Some("env-x"));
     assert_eq!(get(&env, "UNUSED"), None);
-    assert_eq!(g.unused_build_args, ["UNUSED"], "proxy args are never reported unused");
-    assert_eq!(get(&g.stages[0].steps[3].proxy_env, "HTTP_PROXY"), Some("http://p"));
-    assert_eq!(get(&env, "HTTP_PROXY"), None, "proxy args are not used for expansion");
+    assert_eq!(
+        g.unused_build_args,
+        ["UNUSED"],
+        "proxy args are never reported unused"
+    );
+    assert_eq!(
+        get(&g.stages[0].steps[3].proxy_env, "HTTP_PROXY"),
+        Some("http://p")
+    );
+    assert_eq!(
+        get(&env, "HTTP_PROXY"),
+        None,
+        "proxy args are not used for expansion"
+    );
 }
 
 #[test]
@@ -71,7 +98,10 @@ fn platform_args_global_and_declared() {
     let src = "FROM --platform=$BUILDPLATFORM img:${TARGETARCH}\nRUN true\nARG TARGETARCH\nARG BUILDOS\nRUN true\n";
     let g = graph(src, &[], None).expect("graph");
     assert_eq!(g.stages[0].base, Base::Image("img:arm64".into()));
-    assert_eq!(g.stages[0].platform.as_ref().map(|p| p.to_string()), Some("linux/amd64".into()));
+    assert_eq!(
+        g.stages[0].platform.as_ref().map(|p| p.to_string()),
+        Some("linux/amd64".into())
+    );
     assert_eq!(get(&env_at(&g, 0, 0), "TARGETARCH"), None);
     let env = env_at(&g, 0, 3);
     assert_eq!(get(&env, "TARGETARCH"), Some("arm64"));
@@ -80,13 +110,16 @@ fn platform_args_global_and_declared() {
 
 #[test]
 fn expansion_skips_run_and_copy_from() {
-    let src = "FROM a AS $x\nARG D=/dst\nARG F=other\nCOPY --from=$F --chown=$D src $D/\nRUN echo $D\n";
+    let src =
+        "FROM a AS $x\nARG D=/dst\nARG F=other\nCOPY --from=$F --chown=$D src $D/\nRUN echo $D\n";
     // `$x` is not a valid stage name: names are not expanded.
     assert!(graph(src, &[], None).is_err());
     let src = "FROM a\nARG D=/dst\nARG F=other\nCOPY --from=$F --chown=$D src $D/\nRUN echo $D\n";
     let g = graph(src, &[], None).expect("graph");
     let step = &g.stages[0].steps[2];
-    let Kind::Copy(spec) = expand(&step.instruction.kind, &step.expansion_env(&[]), '\\').expect("expands") else {
+    let Kind::Copy(spec) =
+        expand(&step.instruction.kind, &step.expansion_env(&[]), '\\').expect("expands")
+    else {
         panic!("not COPY");
     };
     assert_eq!(spec.dest.value, "/dst/");
@@ -94,7 +127,9 @@ fn expansion_skips_run_and_copy_from() {
     assert_eq!(spec.from.map(|c| c.value), Some("$F".into()));
     let step = &g.stages[0].steps[3];
     let kind = expand(&step.instruction.kind, &step.expansion_env(&[]), '\\').expect("expands");
-    assert!(matches!(kind, Kind::Run { command: pybuild_dockerfile::instructions::Command::Shell(c), .. } if c == "echo $D"));
+    assert!(
+        matches!(kind, Kind::Run { command: pybuild_dockerfile::instructions::Command::Shell(c), .. } if c == "echo $D")
+    );
 }
 
 #[test]
@@ -103,7 +138,9 @@ fn base_image_env_is_layered_between_args_and_stage_env() {
     let g = graph(src, &[], None).expect("graph");
     let step = &g.stages[0].steps[1];
     let base = vec![("HOME".to_string(), "/root".to_string())];
-    let Kind::Workdir(w) = expand(&step.instruction.kind, &step.expansion_env(&base), '\\').expect("expands") else {
+    let Kind::Workdir(w) =
+        expand(&step.instruction.kind, &step.expansion_env(&base), '\\').expect("expands")
+    else {
         panic!("not WORKDIR")
     };
     // Like BuildKit: the image's ENV shadows a build arg of the same name.
@@ -140,21 +177,39 @@ COPY --from=alpine:3 /c /c
     assert_eq!(g.stages[4].deps, BTreeSet::from([0, 1, 3]));
     assert_eq!(g.order, [0, 1, 3, 4]);
     assert!(!g.is_needed(2), "stage `unused` must be pruned");
-    assert_eq!(g.stages[4].steps[3].inputs, [Input::Image("alpine:3".into())]);
+    assert_eq!(
+        g.stages[4].steps[3].inputs,
+        [Input::Image("alpine:3".into())]
+    );
     let g = graph(src, &[], Some("deps")).expect("graph");
     assert_eq!(g.order, [0, 1]);
     let d = g.describe();
-    assert!(d.contains("(pruned)") && d.contains("order: base -> deps"), "{d}");
+    assert!(
+        d.contains("(pruned)") && d.contains("order: base -> deps"),
+        "{d}"
+    );
 }
 
 #[test]
 fn context_inputs_of_copy_and_bind_mounts() {
     let src = "FROM a\nCOPY requirements.txt ./\nCOPY <<EOF /x\nhi\nEOF\nADD https://example.com/f.tgz /f\nRUN --mount=type=bind,source=src,target=/src true\n";
     let g = graph(src, &[], None).expect("graph");
-    assert_eq!(g.stages[0].steps[0].inputs, [Input::Context(vec!["requirements.txt".into()])]);
-    assert!(g.stages[0].steps[1].inputs.is_empty(), "heredoc sources are not context paths");
-    assert_eq!(g.stages[0].steps[2].inputs, [Input::Url("https://example.com/f.tgz".into())]);
-    assert_eq!(g.stages[0].steps[3].inputs, [Input::Context(vec!["src".into()])]);
+    assert_eq!(
+        g.stages[0].steps[0].inputs,
+        [Input::Context(vec!["requirements.txt".into()])]
+    );
+    assert!(
+        g.stages[0].steps[1].inputs.is_empty(),
+        "heredoc sources are not context paths"
+    );
+    assert_eq!(
+        g.stages[0].steps[2].inputs,
+        [Input::Url("https://example.com/f.tgz".into())]
+    );
+    assert_eq!(
+        g.stages[0].steps[3].inputs,
+        [Input::Context(vec!["src".into()])]
+    );
 }
 
 #[test]
@@ -164,11 +219,22 @@ fn errors_point_where_they_should() {
     assert_eq!(e.span().map(|s| s.start), Some(Position::new(2, 11)));
 
     let e = graph("FROM a\nCOPY --from=7 /a /b\n", &[], None).expect_err("index");
-    assert!(matches!(e, Error::StageIndexOutOfRange { index: 7, count: 1, .. }));
+    assert!(matches!(
+        e,
+        Error::StageIndexOutOfRange {
+            index: 7,
+            count: 1,
+            ..
+        }
+    ));
     assert_eq!(e.span().map(|s| s.start.line), Some(2));
 
-    let e = graph("FROM a AS one\nCOPY --from=two /a /b\nFROM b AS two\nCOPY --from=one /a /b\n", &[], None)
-        .expect_err("cycle");
+    let e = graph(
+        "FROM a AS one\nCOPY --from=two /a /b\nFROM b AS two\nCOPY --from=one /a /b\n",
+        &[],
+        None,
+    )
+    .expect_err("cycle");
     assert!(matches!(e, Error::Cycle { .. }), "{e:?}");
     assert!(matches!(e.span().map(|s| s.start.line), Some(2) | Some(4)));
 
@@ -176,7 +242,9 @@ fn errors_point_where_they_should() {
     assert!(matches!(e, Error::Cycle { .. }));
 
     let e = graph("FROM a AS x\n", &[], Some("nope")).expect_err("target");
-    assert!(matches!(&e, Error::TargetNotFound { available, .. } if available == &["x".to_string()]));
+    assert!(
+        matches!(&e, Error::TargetNotFound { available, .. } if available == &["x".to_string()])
+    );
     assert!(e.hint().unwrap_or_default().contains('x'));
 
     let e = graph("RUN true\nFROM a\n", &[], None).expect_err("before from");
@@ -191,7 +259,10 @@ fn errors_point_where_they_should() {
     assert_eq!(e.span().map(|s| s.start), Some(Position::new(1, 6)));
 
     let e = graph("FROM a\nENV X=${Y:?required}\n", &[], None).expect_err("required");
-    assert!(matches!(e, Error::Dockerfile(pybuild_dockerfile::Error::Expansion { .. })));
+    assert!(matches!(
+        e,
+        Error::Dockerfile(pybuild_dockerfile::Error::Expansion { .. })
+    ));
     assert_eq!(e.span().map(|s| s.start.line), Some(2));
     let rendered = e.render("Dockerfile", "FROM a\nENV X=${Y:?required}\n");
     assert!(rendered.starts_with("Dockerfile:2:"), "{rendered}");

@@ -30,7 +30,11 @@ pub struct ImageConfig {
     #[serde(default)]
     pub os: String,
     /// `os.version`.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// `os.features`.
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
@@ -59,40 +63,90 @@ pub struct Config {
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// `EXPOSE`: `"80/tcp": {}`.
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub exposed_ports: BTreeMap<String, Empty>,
     /// `ENV`: `KEY=value` strings, in definition order.
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Env",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub env: Vec<String>,
     /// `ENTRYPOINT` (`None` when unset; an empty list is a real, empty entrypoint).
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     /// `CMD`.
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
     /// `VOLUME`.
-    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Volumes",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub volumes: BTreeMap<String, Empty>,
     /// `WORKDIR`.
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
     /// `LABEL`.
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub labels: BTreeMap<String, String>,
     /// `STOPSIGNAL`.
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_signal: Option<String>,
     /// Windows-only quoting hint; kept when inherited.
-    #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ArgsEscaped",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args_escaped: Option<bool>,
     /// `HEALTHCHECK`.
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<HealthConfig>,
     /// `ONBUILD` triggers, as written.
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "OnBuild",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub on_build: Vec<String>,
     /// `SHELL`.
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Shell",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub shell: Vec<String>,
     /// Fields this type does not model.
     #[serde(flatten)]
@@ -121,10 +175,18 @@ pub struct HealthConfig {
     #[serde(rename = "Timeout", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
     /// Nanoseconds of start-up grace.
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StartPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_period: Option<i64>,
     /// Nanoseconds between checks during start-up.
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StartInterval",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_interval: Option<i64>,
     /// Failures before unhealthy.
     #[serde(rename = "Retries", default, skip_serializing_if = "Option::is_none")]
@@ -216,7 +278,10 @@ mod tests {
         let text = r#"{"architecture":"amd64","os":"linux","container":"abc","config":{"Env":["PATH=/bin"],"Cmd":null,"Healthcheck":{"Test":["CMD-SHELL","true"],"Interval":5000000000},"OnBuild":null,"Shell":["/bin/bash","-c"],"Volumes":null,"Domainname":""},"rootfs":{"type":"layers","diff_ids":[]}}"#;
         let c: ImageConfig = serde_json::from_str(text).expect("decodes");
         assert_eq!(c.config.shell, ["/bin/bash", "-c"]);
-        assert_eq!(c.config.healthcheck.as_ref().and_then(|h| h.interval), Some(5_000_000_000));
+        assert_eq!(
+            c.config.healthcheck.as_ref().and_then(|h| h.interval),
+            Some(5_000_000_000)
+        );
         assert_eq!(c.config.cmd, None);
         assert_eq!(c.extra.get("container"), Some(&serde_json::json!("abc")));
         let out = String::from_utf8(canonical_json(&c)).expect("utf-8");

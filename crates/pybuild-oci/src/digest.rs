@@ -49,11 +49,17 @@ impl FromStr for Digest {
             value: value.to_string(),
             reason,
         };
-        let (alg, hex) = value.split_once(':').ok_or_else(|| bad("expected sha256:<hex>"))?;
+        let (alg, hex) = value
+            .split_once(':')
+            .ok_or_else(|| bad("expected sha256:<hex>"))?;
         if alg != "sha256" {
             return Err(bad("only sha256 digests are supported"));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("expected 64 lower-case hex digits"));
         }
         Ok(Self {

@@ -95,7 +95,11 @@ pub struct Platform {
     /// Operating system (`linux`).
     pub os: String,
     /// `os.version`, for Windows.
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// `os.features`.
     #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
@@ -122,7 +126,11 @@ pub struct Descriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     /// Artifact type (OCI 1.1).
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
 }
 
@@ -202,7 +210,10 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decode a JSON document, naming it in the error.
-pub fn from_json<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, Error> {
+pub fn from_json<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Json { what, source })
 }
 
@@ -235,7 +246,11 @@ mod tests {
             schema_version: 2,
             media_type: Some(media_type::OCI_MANIFEST.into()),
             config: Descriptor::new(media_type::OCI_CONFIG, Digest::of(b"{}"), 2),
-            layers: vec![Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(b""), 0)],
+            layers: vec![Descriptor::new(
+                media_type::OCI_LAYER_GZIP,
+                Digest::of(b""),
+                0,
+            )],
             annotations: BTreeMap::new(),
         };
         let bytes = canonical_json(&m);

@@ -38,7 +38,7 @@ pub enum Error {
         /// Its text, kept so the error can show the offending line.
         text: String,
         /// What is wrong, and where.
-        error: pybuild_dockerfile::Error,
+        error: Box<pybuild_dockerfile::Error>,
     },
     /// The Dockerfile parses, but its stages do not make a valid build (undefined
     /// target, cycle, bad platform, ...).
@@ -49,7 +49,7 @@ pub enum Error {
         /// Its text.
         text: String,
         /// What is wrong.
-        error: pybuild_graph::Error,
+        error: Box<pybuild_graph::Error>,
     },
 }
 
@@ -103,7 +103,7 @@ impl DockerfileSource {
         Error::Dockerfile {
             name: self.name.clone(),
             text: self.text.clone(),
-            error,
+            error: Box::new(error),
         }
     }
 }
@@ -121,7 +121,7 @@ pub fn plan(source: &DockerfileSource, options: &PlanOptions) -> Result<BuildGra
         error => Error::Plan {
             name: source.name.clone(),
             text: source.text.clone(),
-            error,
+            error: Box::new(error),
         },
     })
 }

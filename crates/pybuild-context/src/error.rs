@@ -28,9 +28,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A COPY/ADD source names nothing in the context (after `.dockerignore`), or a
-    /// wildcard's fixed leading directory does not exist, or a matched symlink leads
-    /// nowhere. BuildKit: `failed to calculate checksum of ref ...: "/x": not found`.
+    /// A COPY/ADD source without wildcards names nothing in the context (after
+    /// `.dockerignore` and following its symlinks), or a wildcard match is a symlink
+    /// that leads nowhere. (A wildcard matching nothing is not an error, as in BuildKit.)
+    /// BuildKit: `failed to calculate checksum of ref ...: "/x": not found`.
     #[error("{src:?}: not found in the build context")]
     SourceNotFound {
         /// The source as written, or for a wildcard match whose symlink leads nowhere,

@@ -135,7 +135,11 @@ impl SegmentPattern {
                 None => return false,
             }
         }
-        tokens.get(t..).unwrap_or_default().iter().all(|token| *token == Token::Star)
+        tokens
+            .get(t..)
+            .unwrap_or_default()
+            .iter()
+            .all(|token| *token == Token::Star)
     }
 }
 

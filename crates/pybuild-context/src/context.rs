@@ -629,6 +629,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_changed_since_its_stat_is_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        fs::write(&path, "one")?;
+        let key = FileKey::of(&fs::symlink_metadata(&path)?);
+        assert_eq!(hash_file(&path, &key)?, (Digest::of(b"one"), 3));
+        fs::write(&path, "two, longer")?;
+        assert!(matches!(hash_file(&path, &key), Err(Error::Changed { .. })));
+        // Replaced by a symlink between the stat and the open.
+        fs::remove_file(&path)?;
+        std::os::unix::fs::symlink("elsewhere", &path)?;
+        assert!(matches!(hash_file(&path, &key), Err(Error::Changed { .. })));
+        Ok(())
+    }
+
+    #[test]
     fn context_is_send_sync() {
         fn check<T: Send + Sync + std::fmt::Debug>() {}
         check::<Context>();

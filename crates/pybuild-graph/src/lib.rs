@@ -276,13 +276,17 @@ pub struct BuildGraph {
     pub build_platform: Platform,
     /// The platform the image is for.
     pub target_platform: Platform,
+    /// The Dockerfile's escape character (for expanding words when steps run).
+    pub escape: char,
 }
 
 impl BuildGraph {
     /// Build the graph of a parsed Dockerfile.
     pub fn new(dockerfile: &Dockerfile, options: &Options) -> Result<Self, Error> {
         let instructions = instructions::parse_all(dockerfile)?;
-        Builder::new(options, dockerfile.directives.escape).build(instructions)
+        let mut graph = Builder::new(options, dockerfile.directives.escape).build(instructions)?;
+        graph.escape = dockerfile.directives.escape;
+        Ok(graph)
     }
 
     /// Whether a stage is built for the target (not pruned).
@@ -538,6 +542,7 @@ impl<'o> Builder<'o> {
             unused_build_args,
             build_platform: self.build_platform,
             target_platform: self.target_platform,
+            escape: '\\',
         })
     }
 

@@ -1,0 +1,1209 @@
+//! pybuild's build executor: it takes a validated [`BuildGraph`] and the build
+//! context and produces an image in the local store, step by step, with the build
+//! cache.
+//!
+//! # Model
+//!
+//! Each stage starts from a base (`scratch`, an image of the local store, or an
+//! earlier stage) and carries a [`State`]: the image config so far, its layers, and
+//! a **filesystem cache key**. Like BuildKit's LLB, only steps that change the
+//! filesystem (COPY, ADD, WORKDIR that has to create its directory; RUN later) chain
+//! that key: `key = sha256(canonical {"v", "parent", "step"})`, where `step` holds
+//! everything the step's output depends on (for COPY the list of entries it writes:
+//! target paths, modes, owners and *content digests*, never mtimes). Metadata
+//! instructions (ENV, LABEL, CMD, ...) only change the config, which is recomputed on
+//! every build (it is cheap), so editing a LABEL does not invalidate a later COPY, as
+//! in BuildKit.
+//!
+//! A filesystem step looks its key up in the store's cache records; a hit reuses the
+//! recorded layer (reported as cached) without doing the work. A miss builds the
+//! step's diff directory ([`diff`]), writes it as a layer blob with
+//! `pybuild_layer::write_layer` and keeps the directory as the layer's snapshot, then
+//! records the key. Snapshots stacked top-most first form a [`rootfs::LowerTree`], the
+//! read-only merged view steps use to resolve paths, owners and `COPY --from` sources.
+//!
+//! Finally the stage's config (with `rootfs.diff_ids` and history) and manifest are
+//! written as blobs; the caller tags the returned descriptor.
+//!
+//! The solver holds a store lease for its whole run so a concurrent `prune` cannot
+//! remove what it is building on. It never prints: progress goes to a [`Progress`].
+
+mod chmod;
+mod config;
+mod diff;
+pub mod rootfs;
+mod time;
+mod user;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use pybuild_context::{Context, EntryKind, PatternMatcher};
+use pybuild_dockerfile::Span;
+use pybuild_dockerfile::instructions::{CopySpec, Kind};
+use pybuild_graph::{Base, BuildGraph, Input, Stage, Step};
+use pybuild_layer::{ApplyMode, ApplyOptions, Compression, WriteOptions};
+use pybuild_oci::{
+    Descriptor, Digest, History, ImageConfig, ImageManifest, Platform, canonical_json, media_type,
+};
+use pybuild_store::{BoxError, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use config::{DEFAULT_PATH, DEFAULT_SHELL};
+pub use rootfs::LowerTree;
+
+use chmod::Chmod;
+use config::StageFlags;
+use diff::{Content, DiffBuilder, Item};
+use user::{Owner, resolve_owner};
+
+/// Version of the cache-key encoding; bump it when the meaning of a key changes, so
+/// old records are never mistaken for new ones.
+pub const CACHE_KEY_VERSION: u32 = 1;
+
+/// The `comment` BuildKit puts on the history entries it writes.
+const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// Errors of a build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A step failed; `span` locates its instruction in the Dockerfile.
+    #[error("{instruction}: {message}")]
+    Step {
+        /// The instruction as written (first line).
+        instruction: String,
+        /// Where it is.
+        span: Span,
+        /// What went wrong.
+        message: String,
+        /// What may fix it.
+        hint: Option<String>,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] pybuild_store::Error),
+    /// An image in the store is not what its config says.
+    #[error("image {image}: {message}")]
+    BadImage {
+        /// The image name.
+        image: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The Dockerfile location, when the error belongs to an instruction.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            Error::Step { span, .. } => Some(*span),
+            _ => None,
+        }
+    }
+
+    /// A hint for the user, when there is one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Step { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a build reports while it runs. Step ids are unique within one build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A step starts: `name` is BuildKit's `[stage 2/5] COPY . .` form.
+    StepStarted {
+        /// Step id.
+        id: usize,
+        /// `[stage pos/total] INSTRUCTION`.
+        name: String,
+    },
+    /// The step's result came from the build cache.
+    StepCached {
+        /// Step id.
+        id: usize,
+    },
+    /// The step finished (its work was done).
+    StepFinished {
+        /// Step id.
+        id: usize,
+    },
+    /// A base image was resolved in the local store.
+    BaseImage {
+        /// The name as written.
+        name: String,
+        /// The manifest digest it resolved to.
+        digest: Digest,
+    },
+    /// The image was written.
+    ImageWritten {
+        /// The manifest digest.
+        digest: Digest,
+    },
+}
+
+/// Where a build sends its [`Event`]s.
+pub trait Progress: Send + Sync {
+    /// Called for every event, in order.
+    fn event(&self, event: &Event);
+}
+
+/// A [`Progress`] that drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _event: &Event) {}
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct SolveOptions {
+    /// `--no-cache`: do every step (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (names or indexes) not to take from the cache.
+    pub no_cache_filter: Vec<String>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: config and history times, and the clamp of layer mtimes.
+    pub source_date_epoch: Option<i64>,
+    /// OCI media types (true) or Docker schema 2 (false).
+    pub oci_mediatypes: bool,
+    /// `--label`s, applied to the final image after the Dockerfile's.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        Self {
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            compression: Compression::default(),
+            source_date_epoch: None,
+            oci_mediatypes: true,
+            labels: Vec::new(),
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// The image manifest's descriptor (in the store, untagged).
+    pub manifest: Descriptor,
+    /// The config blob's digest (docker's "image ID").
+    pub config_digest: Digest,
+    /// The image config.
+    pub config: ImageConfig,
+    /// Base images used, as written, with the manifest digests they resolved to.
+    pub base_images: Vec<(String, Digest)>,
+    /// Filesystem steps taken from the cache, and all filesystem steps.
+    pub cached_steps: usize,
+    /// All filesystem steps.
+    pub fs_steps: usize,
+}
+
+/// One layer of a state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Layer {
+    digest: Digest,
+    size: u64,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(rename = "diffId")]
+    diff_id: Digest,
+}
+
+/// A cache record as stored (see `Store::put_cache_record` for the `blobs` and
+/// `snapshots` contract).
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheRecord {
+    v: u32,
+    blobs: Vec<Digest>,
+    snapshots: Vec<Digest>,
+    layer: Layer,
+}
+
+/// A stage's image as built so far.
+#[derive(Debug, Clone)]
+struct State {
+    config: ImageConfig,
+    layers: Vec<Layer>,
+    key: Digest,
+}
+
+impl State {
+    fn tree(&self, store: &Store) -> LowerTree {
+        LowerTree::new(
+            self.layers
+                .iter()
+                .rev()
+                .map(|l| store.snapshot_path(&l.diff_id))
+                .collect(),
+        )
+    }
+}
+
+/// Build `graph`'s target stage from `context` into `store`.
+pub fn solve(
+    store: &Store,
+    context: &Context,
+    graph: &BuildGraph,
+    options: &SolveOptions,
+    progress: &dyn Progress,
+) -> Result<Solved> {
+    let _lease = store.lease()?;
+    let platform = Platform {
+        architecture: graph.target_platform.architecture.clone(),
+        os: graph.target_platform.os.clone(),
+        os_version: None,
+        os_features: Vec::new(),
+        variant: graph.target_platform.variant.clone(),
+    };
+    let mut solver = Solver {
+        store,
+        context,
+        graph,
+        options,
+        progress,
+        platform,
+        states: vec![None; graph.stages.len()],
+        next_id: 0,
+        now: options.source_date_epoch.unwrap_or_else(time::now),
+        base_images: Vec::new(),
+        cached_steps: 0,
+        fs_steps: 0,
+    };
+    for &index in &graph.order {
+        let state = solver.run_stage(&graph.stages[index])?;
+        solver.states[index] = Some(state);
+    }
+    let state = solver.states[graph.target]
+        .take()
+        .ok_or_else(|| Error::BadImage {
+            image: graph.stages[graph.target].display_name(),
+            message: "the target stage was not built".into(),
+        })?;
+    let solved = solver.write_image(state)?;
+    context.save_stat_cache().map_err(|e| Error::BadImage {
+        image: "build context".into(),
+        message: e.to_string(),
+    })?;
+    Ok(solved)
+}
+
+struct Solver<'a> {
+    store: &'a Store,
+    context: &'a Context,
+    graph: &'a BuildGraph,
+    options: &'a SolveOptions,
+    progress: &'a dyn Progress,
+    platform: Platform,
+    states: Vec<Option<State>>,
+    next_id: usize,
+    now: i64,
+    base_images: Vec<(String, Digest)>,
+    cached_steps: usize,
+    fs_steps: usize,
+}
+
+/// Whether BuildKit shows a step in its progress (it counts FROM and the steps that
+/// produce filesystem operations).
+fn is_fs_step(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Copy(_) | Kind::Add(_) | Kind::Run { .. } | Kind::Workdir(_)
+    )
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    line.to_string()
+}
+
+fn step_error(step_text: &str, span: Span, message: impl Into<String>) -> Error {
+    Error::Step {
+        instruction: first_line(step_text),
+        span,
+        message: message.into(),
+        hint: None,
+    }
+}
+
+fn key_of(parent: &Digest, step: serde_json::Value) -> Digest {
+    Digest::of(&canonical_json(&json!({
+        "v": CACHE_KEY_VERSION,
+        "parent": parent,
+        "step": step,
+    })))
+}
+
+fn compression_json(c: Compression) -> serde_json::Value {
+    match c {
+        Compression::None => json!({"type": "none"}),
+        Compression::Gzip { level } => json!({"type": "gzip", "level": level}),
+        Compression::Zstd { level } => json!({"type": "zstd", "level": level}),
+    }
+}
+
+/// Clean an absolute image path (`/a/./b/../c/` → `/a/c`).
+fn clean_abs(path: &str) -> String {
+    format!("/{}", rootfs::components(path).join("/"))
+}
+
+impl Solver<'_> {
+    fn start(&mut self, name: String) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.progress.event(&Event::StepStarted { id, name });
+        id
+    }
+
+    fn use_cache(&self, stage: &Stage) -> bool {
+        if self.options.no_cache {
+            return false;
+        }
+        let name = stage.name.as_deref().unwrap_or("");
+        !self
+            .options
+            .no_cache_filter
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(name) || *f == stage.index.to_string())
+    }
+
+    fn run_stage(&mut self, stage: &Stage) -> Result<State> {
+        let total = 1 + stage
+            .steps
+            .iter()
+            .filter(|s| is_fs_step(&s.instruction.kind))
+            .count();
+        let label = stage.display_name();
+        let id = self.start(format!(
+            "[{label} 1/{total}] {}",
+            first_line(&stage.from.original)
+        ));
+        let mut state = match &stage.base {
+            Base::Scratch => self.scratch(),
+            Base::Image(name) => self.base_image(name, stage)?,
+            Base::Stage(i) => self.states[*i].clone().ok_or_else(|| Error::BadImage {
+                image: self.graph.stages[*i].display_name(),
+                message: "stage used before it was built".into(),
+            })?,
+        };
+        self.progress.event(&Event::StepFinished { id });
+        let mut flags = StageFlags::default();
+        let mut position = 1;
+        let use_cache = self.use_cache(stage);
+        for step in &stage.steps {
+            let shown = is_fs_step(&step.instruction.kind);
+            let id = if shown {
+                position += 1;
+                Some(self.start(format!(
+                    "[{label} {position}/{total}] {}",
+                    first_line(&step.instruction.original)
+                )))
+            } else {
+                None
+            };
+            let cached = self.run_step(stage, step, &mut state, &mut flags, use_cache)?;
+            if let Some(id) = id {
+                self.fs_steps += 1;
+                if cached {
+                    self.cached_steps += 1;
+                    self.progress.event(&Event::StepCached { id });
+                } else {
+                    self.progress.event(&Event::StepFinished { id });
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn scratch(&self) -> State {
+        let mut config = ImageConfig {
+            architecture: self.platform.architecture.clone(),
+            os: self.platform.os.clone(),
+            variant: self.platform.variant.clone(),
+            ..ImageConfig::default()
+        };
+        config.config.set_env("PATH", DEFAULT_PATH);
+        State {
+            config,
+            layers: Vec::new(),
+            key: key_of(
+                &Digest::of(b"scratch"),
+                json!({"op": "scratch", "platform": self.platform}),
+            ),
+        }
+    }
+
+    /// A base image from the local store, its layers unpacked as snapshots.
+    fn base_image(&mut self, name: &str, stage: &Stage) -> Result<State> {
+        let tag = pybuild_store::normalize_tag(name);
+        let Some(desc) = self.store.resolve(&tag)? else {
+            return Err(Error::Step {
+                instruction: first_line(&stage.from.original),
+                span: stage.from.span,
+                message: format!("image {name:?} is not in the local store ({tag})"),
+                hint: Some(
+                    "build it first with `pybuild build -t NAME`, or `pybuild load -i FILE`; \
+                     pulling from registries is not available yet"
+                        .into(),
+                ),
+            });
+        };
+        let image = self.store.image(&desc, Some(&self.platform))?;
+        let diff_ids = &image.config.rootfs.diff_ids;
+        if diff_ids.len() != image.manifest.layers.len() {
+            return Err(Error::BadImage {
+                image: name.into(),
+                message: format!(
+                    "{} layers but {} diff IDs",
+                    image.manifest.layers.len(),
+                    diff_ids.len()
+                ),
+            });
+        }
+        let mut layers = Vec::new();
+        for (desc, diff_id) in image.manifest.layers.iter().zip(diff_ids) {
+            let layer = Layer {
+                digest: desc.digest.clone(),
+                size: desc.size,
+                media_type: desc.media_type.clone(),
+                diff_id: diff_id.clone(),
+            };
+            self.ensure_layer_snapshot(&layer, name)?;
+            layers.push(layer);
+        }
+        self.progress.event(&Event::BaseImage {
+            name: name.into(),
+            digest: image.descriptor.digest.clone(),
+        });
+        self.base_images
+            .push((name.to_string(), image.descriptor.digest.clone()));
+        let mut config = image.config;
+        // The base's history and created time stay; ours are appended at the end.
+        config.rootfs.diff_ids.clear();
+        Ok(State {
+            key: key_of(
+                &image.descriptor.digest,
+                json!({"op": "image", "platform": self.platform}),
+            ),
+            config,
+            layers,
+        })
+    }
+
+    /// Unpack a layer blob into its snapshot unless it is there, checking the diff ID.
+    fn ensure_layer_snapshot(&self, layer: &Layer, image: &str) -> Result<()> {
+        let store = self.store;
+        let diff_id = layer.diff_id.clone();
+        store.ensure_snapshot(&layer.diff_id, |dir| {
+            let blob = store.open_blob(&layer.digest)?;
+            let stats = pybuild_layer::apply_layer(
+                io::BufReader::with_capacity(1 << 20, blob),
+                dir,
+                &ApplyOptions {
+                    mode: ApplyMode::Snapshot,
+                    same_owner: rustix::process::geteuid().is_root(),
+                    allow_devices: rustix::process::geteuid().is_root(),
+                },
+            )?;
+            if stats.diff_id != diff_id {
+                return Err(format!(
+                    "layer {} of image {image} unpacks to {} but its config says {diff_id}",
+                    layer.digest, stats.diff_id
+                )
+                .into());
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Run one step; whether its result came from the cache.
+    fn run_step(
+        &mut self,
+        stage: &Stage,
+        step: &Step,
+        state: &mut State,
+        flags: &mut StageFlags,
+        use_cache: bool,
+    ) -> Result<bool> {
+        let instr = &step.instruction;
+        let mut env: Vec<(String, String)> = step.args.clone();
+        for (k, v) in state.config.config.env_pairs() {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        }
+        let kind = pybuild_graph::expand(&instr.kind, &env, self.graph.escape)
+            .map_err(|e| step_error(&instr.original, e.span().unwrap_or(instr.span), e.to_string()))?;
+        match &kind {
+            Kind::Copy(spec) | Kind::Add(spec) => {
+                let is_add = matches!(kind, Kind::Add(_));
+                let cached = self.copy(stage, step, spec, is_add, state, use_cache, &env)?;
+                let created_by = format!("{} # buildkit", first_line(&instr.original));
+                self.history(state, created_by, false);
+                Ok(cached)
+            }
+            Kind::Workdir(dir) => {
+                let old = state
+                    .config
+                    .config
+                    .working_dir
+                    .clone()
+                    .unwrap_or_else(|| "/".into());
+                let path = if dir.value.starts_with('/') {
+                    clean_abs(&dir.value)
+                } else {
+                    clean_abs(&format!("{old}/{}", dir.value))
+                };
+                state.config.config.working_dir = Some(path.clone());
+                let (cached, made) = self.workdir(step, &path, state, use_cache)?;
+                self.history(state, format!("WORKDIR {path}"), !made);
+                Ok(cached)
+            }
+            Kind::Run { .. } => Err(Error::Step {
+                instruction: first_line(&instr.original),
+                span: instr.span,
+                message: "RUN steps cannot be executed yet: the build sandbox is not implemented"
+                    .into(),
+                hint: Some("this build of pybuild supports FROM, COPY, ADD (local files), WORKDIR and the metadata instructions".into()),
+            }),
+            Kind::Arg(_) | Kind::From { .. } => Ok(false),
+            other => {
+                if let Some(line) = config::apply(other, &mut state.config.config, flags) {
+                    if let Kind::Maintainer(author) = other {
+                        state.config.author = Some(author.clone());
+                        self.history(state, format!("MAINTAINER {author}"), true);
+                    } else {
+                        self.history(state, line, true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn history(&self, state: &mut State, created_by: String, empty_layer: bool) {
+        state.config.history.push(History {
+            created: Some(time::rfc3339(self.now)),
+            created_by: Some(created_by),
+            author: None,
+            comment: Some(HISTORY_COMMENT.into()),
+            empty_layer,
+        });
+    }
+
+    /// Look a key up; a usable record's layer.
+    fn cached(&self, key: &Digest) -> Result<Option<Layer>> {
+        let Some(bytes) = self.store.get_cache_record(key)? else {
+            return Ok(None);
+        };
+        let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) else {
+            // An unreadable record (older format, damaged): ignore it, it is rewritten.
+            return Ok(None);
+        };
+        if record.v != CACHE_KEY_VERSION || !self.store.has_blob(&record.layer.digest) {
+            return Ok(None);
+        }
+        if !self.store.has_snapshot(&record.layer.diff_id) {
+            self.ensure_layer_snapshot(&record.layer, "(build cache)")?;
+        }
+        Ok(Some(record.layer))
+    }
+
+    /// Write a filled diff directory as a layer and keep it as the snapshot.
+    fn commit(&self, diff: pybuild_store::TempDir, key: &Digest) -> Result<Layer> {
+        let mut writer = self.store.blob_writer()?;
+        let info = pybuild_layer::write_layer(
+            diff.path(),
+            &WriteOptions {
+                compression: self.options.compression,
+                mtime_clamp: self.options.source_date_epoch,
+            },
+            &mut writer,
+        )
+        .map_err(|e| Error::BadImage {
+            image: "layer being built".into(),
+            message: e.to_string(),
+        })?;
+        let (digest, size) = writer.commit(Some(&info.digest))?;
+        let src = diff.path().to_path_buf();
+        self.store.ensure_snapshot(&info.diff_id, |dst| {
+            // `dst` is an empty directory; rename(2) may replace an empty directory.
+            fs::rename(&src, dst).map_err(|e| Box::new(e) as BoxError)
+        })?;
+        drop(diff);
+        let layer = Layer {
+            digest: digest.clone(),
+            size,
+            media_type: info.media_type.to_string(),
+            diff_id: info.diff_id.clone(),
+        };
+        let record = CacheRecord {
+            v: CACHE_KEY_VERSION,
+            blobs: vec![digest],
+            snapshots: vec![info.diff_id],
+            layer: layer.clone(),
+        };
+        self.store
+            .put_cache_record(key, &canonical_json(&record))?;
+        Ok(layer)
+    }
+
+    fn layer_settings(&self) -> serde_json::Value {
+        json!({
+            "compression": compression_json(self.options.compression),
+            "sourceDateEpoch": self.options.source_date_epoch,
+        })
+    }
+
+    /// WORKDIR: create the directory when the image lacks it. Returns (cached, made a
+    /// layer).
+    fn workdir(
+        &mut self,
+        step: &Step,
+        path: &str,
+        state: &mut State,
+        use_cache: bool,
+    ) -> Result<(bool, bool)> {
+        let instr = &step.instruction;
+        let tree = state.tree(self.store);
+        let io_err = |e: io::Error| step_error(&instr.original, instr.span, e.to_string());
+        if let Some(found) = tree.stat(path).map_err(io_err)?
+            && found.meta.is_dir()
+        {
+            return Ok((false, false));
+        }
+        // BuildKit creates the directory as the current USER.
+        let owner = match state.config.config.user.as_deref() {
+            None | Some("") => Owner { uid: 0, gid: 0 },
+            Some(user) => resolve_owner(user, &tree)
+                .map_err(|e| step_error(&instr.original, instr.span, e.to_string()))?,
+        };
+        let key = key_of(
+            &state.key,
+            json!({"op": "mkdir", "path": path, "uid": owner.uid, "gid": owner.gid,
+                   "mtime": self.now, "layer": self.layer_settings()}),
+        );
+        if use_cache && let Some(layer) = self.cached(&key)? {
+            state.layers.push(layer);
+            state.key = key;
+            return Ok((true, true));
+        }
+        let dir = self.store.temp_dir()?;
+        let mut builder = DiffBuilder::new(dir.path(), Some(&tree), owner, self.now);
+        let comps = builder
+            .resolve(&rootfs::components(path), true)
+            .map_err(io_err)?;
+        builder.ensure_dir(&comps).map_err(io_err)?;
+        builder.finish().map_err(io_err)?;
+        let layer = self.commit(dir, &key)?;
+        state.layers.push(layer);
+        state.key = key;
+        Ok((false, true))
+    }
+
+    /// COPY and ADD.
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        stage: &Stage,
+        step: &Step,
+        spec: &CopySpec,
+        is_add: bool,
+        state: &mut State,
+        use_cache: bool,
+        env: &[(String, String)],
+    ) -> Result<bool> {
+        let instr = &step.instruction;
+        let err = |message: String| step_error(&instr.original, instr.span, message);
+        let tree = state.tree(self.store);
+        let owner = match &spec.chown {
+            Some(c) => Some(resolve_owner(&c.value, &tree).map_err(|e| err(e.to_string()))?),
+            None => None,
+        };
+        let chmod = match &spec.chmod {
+            Some(c) => Some(Chmod::parse(&c.value).ok_or_else(|| {
+                err(format!("invalid --chmod={}: expected an octal or symbolic mode", c.value))
+            })?),
+            None => None,
+        };
+        let exclude = PatternMatcher::new(
+            &spec.exclude.iter().map(|e| e.value.clone()).collect::<Vec<_>>(),
+        )
+        .map_err(|e| err(e.to_string()))?;
+
+        // Destination: relative to WORKDIR; a trailing `/` (or `.`) or several sources
+        // mean a directory.
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let raw_dest = &spec.dest.value;
+        let dest_abs = if raw_dest.starts_with('/') {
+            raw_dest.clone()
+        } else {
+            format!("{workdir}/{raw_dest}")
+        };
+        let dest_marked_dir = raw_dest.ends_with('/')
+            || raw_dest == "."
+            || raw_dest.ends_with("/.")
+            || raw_dest.is_empty();
+        let dest_comps = rootfs::components(&dest_abs);
+
+        // Sources, turned into (match root kind, entries relative to it).
+        let mut groups: Vec<Group> = Vec::new();
+        let from_input = spec.from.as_ref().map(|_| {
+            step.inputs
+                .iter()
+                .find(|i| matches!(i, Input::Stage(_) | Input::Image(_)))
+                .cloned()
+        });
+        let mut content_key: Vec<serde_json::Value> = Vec::new();
+        for src in &spec.sources {
+            let heredoc = src.value.strip_prefix("<<").and_then(|rest| {
+                let name = rest.trim_start_matches('-').trim_matches(['"', '\'']);
+                spec.heredocs.iter().find(|h| h.name == name)
+            });
+            if let Some(doc) = heredoc {
+                // BuildKit expands a COPY heredoc body as one word with quotes and
+                // escapes kept literally.
+                let body = if doc.expand {
+                    pybuild_dockerfile::shell::Lexer::new(self.graph.escape)
+                        .raw_quotes(true)
+                        .raw_escapes(true)
+                        .expand_word(&doc.content, &env)
+                        .map_err(|e| err(e.to_string()))?
+                } else {
+                    doc.content.clone()
+                };
+                content_key.push(json!({"heredoc": doc.name, "sha256": Digest::of(body.as_bytes())}));
+                groups.push(Group {
+                    name: doc.name.clone(),
+                    is_dir: false,
+                    entries: vec![GroupEntry {
+                        rel: String::new(),
+                        content: Content::Bytes(body.into_bytes()),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        mtime: (self.now_for_dirs(), 0),
+                    }],
+                });
+                continue;
+            }
+            if is_add && (src.value.starts_with("http://") || src.value.starts_with("https://") || src.value.starts_with("git@")) {
+                return Err(Error::Step {
+                    instruction: first_line(&instr.original),
+                    span: src.span,
+                    message: format!("ADD {}: remote sources are not supported yet", src.value),
+                    hint: Some("download the file into the build context and ADD or COPY it from there".into()),
+                });
+            }
+            match &from_input {
+                None => self.context_group(src, &exclude, &mut groups, &mut content_key, &instr.original)?,
+                Some(input) => {
+                    let (source_tree, identity) = match input {
+                        Some(Input::Stage(i)) => {
+                            let s = self.states[*i].as_ref().ok_or_else(|| {
+                                err(format!("stage {} is not built", self.graph.stages[*i].display_name()))
+                            })?;
+                            (s.tree(self.store), s.key.clone())
+                        }
+                        Some(Input::Image(name)) => {
+                            let s = self.base_image(name, stage)?;
+                            (s.tree(self.store), s.key.clone())
+                        }
+                        _ => return Err(err("COPY --from names nothing buildable".into())),
+                    };
+                    let path = clean_abs(&src.value);
+                    let merged = source_tree.walk(&path).map_err(|e| err(e.to_string()))?;
+                    if merged.is_empty() {
+                        return Err(Error::Step {
+                            instruction: first_line(&instr.original),
+                            span: src.span,
+                            message: format!("{}: not found in {}", src.value, spec.from.as_ref().map(|f| f.value.as_str()).unwrap_or("")),
+                            hint: None,
+                        });
+                    }
+                    // A stage's key identifies its whole filesystem, so the key of
+                    // what is copied is that key plus the path.
+                    content_key.push(json!({"from": identity, "path": path}));
+                    let is_dir = merged[0].meta.is_dir();
+                    let mut entries = Vec::new();
+                    for e in merged {
+                        let ft = e.meta.file_type();
+                        let content = if ft.is_dir() {
+                            Content::Dir
+                        } else if ft.is_symlink() {
+                            Content::Symlink(
+                                fs::read_link(&e.path)
+                                    .map_err(|x| err(x.to_string()))?
+                                    .to_string_lossy()
+                                    .into_owned(),
+                            )
+                        } else if ft.is_file() {
+                            Content::File(e.path.clone())
+                        } else {
+                            continue;
+                        };
+                        entries.push(GroupEntry {
+                            rel: e.rel_path,
+                            content,
+                            mode: e.meta.mode() & 0o7777,
+                            uid: e.meta.uid(),
+                            gid: e.meta.gid(),
+                            mtime: (e.meta.mtime(), e.meta.mtime_nsec() as u32),
+                        });
+                    }
+                    let name = rootfs::components(&path).pop().unwrap_or_default();
+                    groups.push(Group { name, is_dir, entries });
+                }
+            }
+        }
+
+        // Several sources (or a wildcard matching several) need a directory target.
+        let multiple = groups.len() > 1;
+        if spec.sources.len() > 1 && !dest_marked_dir {
+            return Err(Error::Step {
+                instruction: first_line(&instr.original),
+                span: spec.dest.span,
+                message: format!(
+                    "when using {} with more than one source file, the destination must be a directory and end with a /",
+                    if is_add { "ADD" } else { "COPY" }
+                ),
+                hint: Some(format!("write the destination as {raw_dest}/")),
+            });
+        }
+        let dest_is_existing_dir = !spec.link
+            && tree
+                .stat(&dest_abs)
+                .map_err(|e| err(e.to_string()))?
+                .is_some_and(|f| f.meta.is_dir());
+
+        // The items, in order, with their final image paths.
+        let mut items: Vec<Item> = Vec::new();
+        for group in groups {
+            let base: Vec<String> = if group.is_dir {
+                dest_comps.clone()
+            } else if dest_marked_dir || multiple || dest_is_existing_dir {
+                let mut c = dest_comps.clone();
+                c.push(group.name.clone());
+                c
+            } else {
+                dest_comps.clone()
+            };
+            for e in group.entries {
+                if group.is_dir && e.rel.is_empty() {
+                    // The source directory itself: its contents are copied, the
+                    // destination keeps (or gets) its own metadata.
+                    items.push(Item {
+                        target: base.clone(),
+                        content: Content::Dir,
+                        mode: 0o755,
+                        owner: owner.unwrap_or(Owner { uid: 0, gid: 0 }),
+                        mtime: (self.now, 0),
+                    });
+                    continue;
+                }
+                let mut target = base.clone();
+                target.extend(rootfs::components(&e.rel));
+                let is_dir = matches!(e.content, Content::Dir);
+                let mode = match &chmod {
+                    Some(c) if !matches!(e.content, Content::Symlink(_)) => c.apply(e.mode, is_dir),
+                    _ => e.mode,
+                };
+                let owner = owner.unwrap_or(Owner { uid: e.uid, gid: e.gid });
+                items.push(Item { target, content: e.content, mode, owner, mtime: e.mtime });
+            }
+        }
+        // Drop the placeholder for a destination directory that already exists: the
+        // image's own metadata stays.
+        let items: Vec<Item> = items
+            .into_iter()
+            .filter(|i| {
+                !(matches!(i.content, Content::Dir)
+                    && i.target == dest_comps
+                    && (dest_is_existing_dir || dest_comps.is_empty()))
+            })
+            .collect();
+
+        let listing: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| {
+                let what = match &i.content {
+                    Content::Dir => json!("dir"),
+                    Content::Symlink(t) => json!({"symlink": t}),
+                    Content::Bytes(b) => json!({"file": Digest::of(b)}),
+                    // Files are identified by their content key entry (context
+                    // digests or the source stage's key), in the same order.
+                    Content::File(_) => json!("file"),
+                };
+                json!([i.target.join("/"), what, i.mode, i.owner.uid, i.owner.gid])
+            })
+            .collect();
+        let key = key_of(
+            &state.key,
+            json!({
+                "op": if is_add { "add" } else { "copy" },
+                "sources": content_key,
+                "items": listing,
+                "link": spec.link,
+                "layer": self.layer_settings(),
+                "mtime": self.now_for_dirs(),
+            }),
+        );
+        if use_cache && let Some(layer) = self.cached(&key)? {
+            state.layers.push(layer);
+            state.key = key;
+            return Ok(true);
+        }
+        let dir = self.store.temp_dir()?;
+        let lower = (!spec.link).then_some(&tree);
+        let mut builder = DiffBuilder::new(
+            dir.path(),
+            lower,
+            owner.unwrap_or(Owner { uid: 0, gid: 0 }),
+            self.now,
+        );
+        let io_err = |e: io::Error| err(e.to_string());
+        if items.is_empty() {
+            let resolved = builder.resolve(&dest_comps, true).map_err(io_err)?;
+            builder.ensure_dir(&resolved).map_err(io_err)?;
+        }
+        for item in &items {
+            if is_add && let Content::File(path) = &item.content
+                && spec.unpack != Some(false)
+                && spec.from.is_none()
+                && let Some(()) = self.try_unpack(path, item, &mut builder).map_err(io_err)?
+            {
+                continue;
+            }
+            builder.put(item).map_err(io_err)?;
+        }
+        builder.finish().map_err(io_err)?;
+        let layer = self.commit(dir, &key)?;
+        state.layers.push(layer);
+        state.key = key;
+        Ok(false)
+    }
+
+    /// The time given to directories a step creates (part of the key, since it ends
+    /// up in the layer): `SOURCE_DATE_EPOCH` when set, else a constant, so that a
+    /// cache hit does not depend on when the first build ran.
+    fn now_for_dirs(&self) -> i64 {
+        self.options.source_date_epoch.unwrap_or(0)
+    }
+
+    /// ADD of a local archive: extract it at the destination directory instead of
+    /// copying it. `Some(())` when it was an archive.
+    fn try_unpack(
+        &self,
+        path: &std::path::Path,
+        item: &Item,
+        builder: &mut DiffBuilder<'_>,
+    ) -> io::Result<Option<()>> {
+        use std::io::Read;
+        let mut head = [0u8; 512];
+        let mut file = fs::File::open(path)?;
+        let mut n = 0;
+        while n < head.len() {
+            let r = file.read(&mut head[n..])?;
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        let detected = pybuild_layer::detect_compression(&head[..n]);
+        let is_tar = n >= 262 && &head[257..262] == b"ustar";
+        let archive = match detected {
+            pybuild_layer::Detected::Plain => is_tar,
+            pybuild_layer::Detected::Gzip | pybuild_layer::Detected::Zstd => true,
+            // bzip2 and xz need decoders pybuild does not carry yet: copy them as
+            // files, as docker does with archives it cannot read.
+            _ => false,
+        };
+        if !archive {
+            return Ok(None);
+        }
+        // The archive goes *into* the destination directory.
+        let Some((_, parent)) = item.target.split_last() else {
+            return Ok(None);
+        };
+        let comps = builder.resolve(parent, true)?;
+        builder.ensure_dir(&comps)?;
+        let target = builder.root_path().join(comps.join("/"));
+        pybuild_layer::apply_layer(
+            io::BufReader::new(fs::File::open(path)?),
+            &target,
+            &ApplyOptions {
+                mode: ApplyMode::Merge,
+                same_owner: true,
+                allow_devices: rustix::process::geteuid().is_root(),
+            },
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(Some(()))
+    }
+
+    /// Resolve one context source into a group per match.
+    fn context_group(
+        &self,
+        src: &pybuild_dockerfile::Spanned<String>,
+        exclude: &PatternMatcher,
+        groups: &mut Vec<Group>,
+        content_key: &mut Vec<serde_json::Value>,
+        original: &str,
+    ) -> Result<()> {
+        let ctx_err = |e: pybuild_context::Error| Error::Step {
+            instruction: first_line(original),
+            span: src.span,
+            message: e.to_string(),
+            hint: matches!(e, pybuild_context::Error::SourceNotFound { .. }).then(|| {
+                "the path is relative to the build context; check it exists there and that \
+                 .dockerignore does not exclude it"
+                    .to_string()
+            }),
+        };
+        let matches = self.context.resolve(&src.value).map_err(ctx_err)?;
+        for m in matches {
+            let entries = self.context.walk(&m, exclude).map_err(ctx_err)?;
+            let mut group_entries = Vec::new();
+            for e in entries {
+                let rel = if m.rel_path.is_empty() {
+                    e.rel_path.clone()
+                } else if e.rel_path == m.rel_path {
+                    String::new()
+                } else {
+                    e.rel_path
+                        .strip_prefix(&format!("{}/", m.rel_path))
+                        .unwrap_or(&e.rel_path)
+                        .to_string()
+                };
+                let (content, what) = match &e.kind {
+                    EntryKind::Dir => (Content::Dir, json!("dir")),
+                    EntryKind::File { digest, .. } => {
+                        (Content::File(e.path.clone()), json!({"file": digest}))
+                    }
+                    EntryKind::Symlink { target } => {
+                        (Content::Symlink(target.clone()), json!({"symlink": target}))
+                    }
+                    _ => continue,
+                };
+                content_key.push(json!([m.rel_path, rel, what, e.mode]));
+                group_entries.push(GroupEntry {
+                    rel,
+                    content,
+                    mode: e.mode,
+                    // Files from the context belong to root unless --chown says
+                    // otherwise (BuildKit does not keep the host's owners).
+                    uid: 0,
+                    gid: 0,
+                    mtime: (e.mtime, e.mtime_nsec),
+                });
+            }
+            // A symlinked source keeps the name it was asked by (BuildKit copies
+            // `alink` as `alink`, not as its target's name).
+            let name = m.requested.rsplit('/').next().unwrap_or("").to_string();
+            groups.push(Group {
+                name,
+                is_dir: m.is_dir,
+                entries: group_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Write the target's config and manifest blobs.
+    fn write_image(&mut self, mut state: State) -> Result<Solved> {
+        let oci = self.options.oci_mediatypes;
+        let created = time::rfc3339(self.now);
+        for (k, v) in &self.options.labels {
+            state.config.config.labels.insert(k.clone(), v.clone());
+        }
+        state.config.created = Some(created);
+        state.config.architecture = self.platform.architecture.clone();
+        state.config.os = self.platform.os.clone();
+        state.config.variant = self.platform.variant.clone();
+        state.config.rootfs.kind = "layers".into();
+        state.config.rootfs.diff_ids = state.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let config_bytes = canonical_json(&state.config);
+        let (config_digest, config_size) = self.store.put_blob(&config_bytes)?;
+        let layers = state
+            .layers
+            .iter()
+            .map(|l| Descriptor::new(layer_media_type(&l.media_type, oci), l.digest.clone(), l.size))
+            .collect();
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(if oci { media_type::OCI_MANIFEST } else { media_type::DOCKER_MANIFEST }.into()),
+            config: Descriptor::new(
+                if oci { media_type::OCI_CONFIG } else { media_type::DOCKER_CONFIG },
+                config_digest.clone(),
+                config_size,
+            ),
+            layers,
+            annotations: Default::default(),
+        };
+        let (digest, size) = self.store.put_json(&manifest)?;
+        self.progress.event(&Event::ImageWritten { digest: digest.clone() });
+        let mut descriptor = Descriptor::new(
+            manifest.media_type.clone().unwrap_or_default(),
+            digest,
+            size,
+        );
+        descriptor.platform = Some(self.platform.clone());
+        Ok(Solved {
+            manifest: descriptor,
+            config_digest,
+            config: state.config,
+            base_images: std::mem::take(&mut self.base_images),
+            cached_steps: self.cached_steps,
+            fs_steps: self.fs_steps,
+        })
+    }
+}
+
+/// A layer's media type in the requested flavour (the blob is the same either way).
+fn layer_media_type(stored: &str, oci: bool) -> String {
+    use media_type::*;
+    let gzip = stored == OCI_LAYER_GZIP || stored == DOCKER_LAYER_GZIP;
+    let plain = stored == OCI_LAYER_TAR || stored == pybuild_layer::DOCKER_LAYER_TAR;
+    match (gzip, plain, oci) {
+        (true, _, true) => OCI_LAYER_GZIP.into(),
+        (true, _, false) => DOCKER_LAYER_GZIP.into(),
+        (_, true, true) => OCI_LAYER_TAR.into(),
+        (_, true, false) => pybuild_layer::DOCKER_LAYER_TAR.into(),
+        _ => stored.into(),
+    }
+}
+
+/// One source of a COPY, resolved: its entries relative to the match.
+struct Group {
+    /// The match's base name (a file source's name in a directory destination).
+    name: String,
+    is_dir: bool,
+    entries: Vec<GroupEntry>,
+}
+
+struct GroupEntry {
+    rel: String,
+    content: Content,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, u32),
+}

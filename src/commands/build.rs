@@ -17,6 +17,8 @@ use crate::cli::{
 };
 use crate::report::{CliError, warn};
 
+use super::progress;
+
 /// The command whose `--help` usage errors point at.
 const COMMAND: &str = "pybuild build";
 
@@ -25,15 +27,17 @@ const DEBUG_ENV: &str = "PYBUILD_DEBUG";
 
 /// Everything a build needs, resolved from the command line and the environment.
 #[derive(Debug, Clone)]
-#[expect(
+#[allow(
     dead_code,
-    reason = "read field by field once the library's build call is wired in"
+    reason = "some settings (pull, network, squash, config) are for later issues"
 )]
 pub struct BuildSettings {
     /// The build context directory, as given; `None` when PATH was `-` (no context).
     pub context_dir: Option<PathBuf>,
     /// The Dockerfile (already read: from `-f`, standard input or `PATH/Dockerfile`).
     pub dockerfile: DockerfileSource,
+    /// Where the Dockerfile is on disk (`None` for standard input).
+    pub dockerfile_path: Option<PathBuf>,
     /// `-t`: image references, validated.
     pub tags: Vec<String>,
     /// `--build-arg`s in command-line order (a repeated key keeps its first position and
@@ -103,19 +107,127 @@ pub fn run(args: BuildArgs, global: GlobalArgs) -> anyhow::Result<()> {
             "build arg {arg} was given but no ARG in the Dockerfile consumes it"
         ));
     }
-    execute(&settings)
+    execute(&settings, options)
 }
 
-/// Hand the settings to the library. Not available yet.
-fn execute(settings: &BuildSettings) -> anyhow::Result<()> {
-    Err(
-        CliError::new("executing builds is not available yet in this version of pybuild")
-            .hint(format!(
-                "{} is valid; `pybuild debug graph {}` shows the planned build",
-                settings.dockerfile.name, settings.dockerfile.name
+/// Hand the settings to the library: one `pybuild::build::build` call, with a
+/// progress printer, then the summary lines docker prints.
+fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Result<()> {
+    if !settings.secrets.is_empty() || !settings.ssh.is_empty() {
+        return Err(CliError::new(
+            "--secret and --ssh are for RUN steps, which this version of pybuild cannot execute yet",
+        )
+        .into());
+    }
+    let store = pybuild::open_store(settings.root.as_deref())?;
+    let request = pybuild::build::BuildRequest {
+        dockerfile: settings.dockerfile.clone(),
+        dockerfile_path: settings.dockerfile_path.clone(),
+        context_dir: settings.context_dir.clone(),
+        plan,
+        solve: pybuild::build::SolveOptions {
+            no_cache: settings.no_cache,
+            no_cache_filter: settings.no_cache_filter.clone(),
+            compression: match settings.compression {
+                Some(Compression::Zstd) => pybuild::build::Compression::Zstd { level: 3 },
+                _ => pybuild::build::Compression::Gzip { level: 6 },
+            },
+            source_date_epoch: source_date_epoch(settings)?,
+            oci_mediatypes: settings.oci_mediatypes.unwrap_or(true),
+            labels: settings.labels.clone(),
+        },
+        outputs: outputs(settings)?,
+        iidfile: settings.iidfile.clone(),
+        metadata_file: settings.metadata_file.clone(),
+    };
+    let printer = progress::Printer::new(settings.progress);
+    let result = pybuild::build::build(&store, &request, &printer);
+    printer.finish();
+    let result = result?;
+    if settings.quiet {
+        super::write_stdout(&format!("{}\n", result.image_id))?;
+    } else if settings.progress != Progress::Quiet {
+        eprintln!("writing image {}", result.image_id);
+        for tag in &result.tags {
+            eprintln!("naming to {tag}");
+        }
+    }
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH`: the build arg wins over the environment (as with buildx, which
+/// passes the environment variable on as a build arg).
+fn source_date_epoch(settings: &BuildSettings) -> anyhow::Result<Option<i64>> {
+    let value = settings
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "SOURCE_DATE_EPOCH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => text.trim().parse::<i64>().map(Some).map_err(|_| {
+            CliError::new(format!(
+                "SOURCE_DATE_EPOCH={text:?} is not a number of seconds since 1970"
             ))
-            .into(),
-    )
+            .into()
+        }),
+    }
+}
+
+/// The library's outputs for the `--output`s and `-t`s.
+fn outputs(settings: &BuildSettings) -> anyhow::Result<Vec<pybuild::build::Output>> {
+    use pybuild::build::Output;
+    let mut out = vec![Output::Store {
+        names: settings.tags.clone(),
+    }];
+    for spec in &settings.outputs {
+        let dest = || -> anyhow::Result<PathBuf> {
+            match spec.dest.as_deref() {
+                Some("-") => Err(CliError::new(format!(
+                    "--output type={}: writing to standard output is not supported yet",
+                    spec.kind
+                ))
+                .hint("give a file name: dest=FILE")
+                .into()),
+                Some(d) => Ok(PathBuf::from(d)),
+                None => Err(CliError::usage(
+                    COMMAND,
+                    format!("--output type={} needs dest=PATH", spec.kind),
+                )
+                .into()),
+            }
+        };
+        match spec.kind {
+            OutputKind::Image => {
+                if spec.attrs.get("push").is_some_and(|p| p == "true") {
+                    return Err(CliError::new(
+                        "pushing to a registry is not available yet in this version of pybuild",
+                    )
+                    .hint("export with --output type=oci,dest=FILE and copy it with skopeo")
+                    .into());
+                }
+                if let Some(names) = spec.attrs.get("name") {
+                    out.push(Output::Store {
+                        names: names.split(',').map(str::to_owned).collect(),
+                    });
+                }
+            }
+            OutputKind::CacheOnly => {}
+            OutputKind::Local => out.push(Output::LocalDir(dest()?)),
+            OutputKind::Tar => out.push(Output::RootfsTar(dest()?)),
+            OutputKind::Docker => out.push(Output::DockerArchive(dest()?)),
+            OutputKind::Oci => {
+                if spec.attrs.get("tar").is_some_and(|t| t == "false") {
+                    out.push(Output::OciDir(dest()?));
+                } else {
+                    out.push(Output::OciArchive(dest()?));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Turn the parsed options into [`BuildSettings`]: check the combinations (usage errors),
@@ -198,6 +310,11 @@ pub fn resolve(
     } else {
         Some(check_context(&args.context)?)
     };
+    let dockerfile_path = match (&args.file, &context_dir) {
+        (Some(file), _) if !super::is_stdin(file) => Some(file.clone()),
+        (None, Some(dir)) => Some(default_dockerfile(dir)),
+        _ => None,
+    };
     let dockerfile = match (&args.file, &context_dir) {
         (Some(file), _) => super::read_dockerfile(
             file,
@@ -212,6 +329,7 @@ pub fn resolve(
     Ok(BuildSettings {
         context_dir,
         dockerfile,
+        dockerfile_path,
         tags: dedup(args.tags),
         build_args,
         target: args.target,

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod debug;
 pub mod debug_graph;
+pub mod progress;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;

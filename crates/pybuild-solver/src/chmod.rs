@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(Chmod::parse("a=rX").unwrap().apply(0o700, true), 0o555);
         assert_eq!(Chmod::parse("a=rX").unwrap().apply(0o600, false), 0o444);
         assert_eq!(Chmod::parse("+x").unwrap().apply(0o644, false), 0o755);
-        assert_eq!(Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0, false), 0o750);
+        assert_eq!(
+            Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0, false),
+            0o750
+        );
         assert!(Chmod::parse("8").is_none());
         assert!(Chmod::parse("77777").is_none());
         assert!(Chmod::parse("z+x").is_none());

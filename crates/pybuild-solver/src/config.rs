@@ -196,7 +196,10 @@ mod tests {
     fn ports() {
         assert_eq!(expand_ports("80"), ["80/tcp"]);
         assert_eq!(expand_ports("53/UDP"), ["53/udp"]);
-        assert_eq!(expand_ports("8000-8002"), ["8000/tcp", "8001/tcp", "8002/tcp"]);
+        assert_eq!(
+            expand_ports("8000-8002"),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
     }
 
     #[test]

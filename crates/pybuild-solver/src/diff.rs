@@ -85,7 +85,12 @@ fn set_mtime(path: &Path, (secs, nanos): (i64, u32)) -> io::Result<()> {
 impl<'a> DiffBuilder<'a> {
     /// Fill `root` (an empty directory). `lower` is the image underneath (`None` for
     /// `COPY --link`, which must not depend on it).
-    pub fn new(root: &Path, lower: Option<&'a LowerTree>, new_dir_owner: Owner, new_dir_mtime: i64) -> Self {
+    pub fn new(
+        root: &Path,
+        lower: Option<&'a LowerTree>,
+        new_dir_owner: Owner,
+        new_dir_mtime: i64,
+    ) -> Self {
         Self {
             root: root.to_path_buf(),
             lower,
@@ -179,7 +184,9 @@ impl<'a> DiffBuilder<'a> {
             return Ok(());
         }
         let Some((_, parent)) = comps.split_last() else {
-            return Err(io::Error::other("cannot replace the root directory with a file"));
+            return Err(io::Error::other(
+                "cannot replace the root directory with a file",
+            ));
         };
         self.ensure_dir(parent)?;
         let path = self.root.join(comps.join("/"));

@@ -231,6 +231,10 @@ struct CacheRecord {
     blobs: Vec<Digest>,
     snapshots: Vec<Digest>,
     layer: Layer,
+    /// When the layer was first made (seconds since the epoch): a cached step's
+    /// history keeps it, so rebuilding unchanged input gives the same image ID.
+    #[serde(default)]
+    created: Option<i64>,
 }
 
 /// A stage's image as built so far.
@@ -239,6 +243,8 @@ struct State {
     config: ImageConfig,
     layers: Vec<Layer>,
     key: Digest,
+    /// Creation time of the newest layer step so far (history and config times).
+    created: Option<i64>,
 }
 
 impl State {
@@ -439,6 +445,7 @@ impl Solver<'_> {
         State {
             config,
             layers: Vec::new(),
+            created: None,
             key: key_of(
                 &Digest::of(b"scratch"),
                 json!({"op": "scratch", "platform": self.platform}),
@@ -500,6 +507,7 @@ impl Solver<'_> {
             ),
             config,
             layers,
+            created: None,
         })
     }
 
@@ -545,8 +553,13 @@ impl Solver<'_> {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
         }
-        let kind = pybuild_graph::expand(&instr.kind, &env, self.graph.escape)
-            .map_err(|e| step_error(&instr.original, e.span().unwrap_or(instr.span), e.to_string()))?;
+        let kind = pybuild_graph::expand(&instr.kind, &env, self.graph.escape).map_err(|e| {
+            step_error(
+                &instr.original,
+                e.span().unwrap_or(instr.span),
+                e.to_string(),
+            )
+        })?;
         match &kind {
             Kind::Copy(spec) | Kind::Add(spec) => {
                 let is_add = matches!(kind, Kind::Add(_));
@@ -596,7 +609,7 @@ impl Solver<'_> {
 
     fn history(&self, state: &mut State, created_by: String, empty_layer: bool) {
         state.config.history.push(History {
-            created: Some(time::rfc3339(self.now)),
+            created: Some(time::rfc3339(state.created.unwrap_or(self.now))),
             created_by: Some(created_by),
             author: None,
             comment: Some(HISTORY_COMMENT.into()),
@@ -605,7 +618,7 @@ impl Solver<'_> {
     }
 
     /// Look a key up; a usable record's layer.
-    fn cached(&self, key: &Digest) -> Result<Option<Layer>> {
+    fn cached(&self, key: &Digest) -> Result<Option<(Layer, Option<i64>)>> {
         let Some(bytes) = self.store.get_cache_record(key)? else {
             return Ok(None);
         };
@@ -619,7 +632,7 @@ impl Solver<'_> {
         if !self.store.has_snapshot(&record.layer.diff_id) {
             self.ensure_layer_snapshot(&record.layer, "(build cache)")?;
         }
-        Ok(Some(record.layer))
+        Ok(Some((record.layer, record.created)))
     }
 
     /// Write a filled diff directory as a layer and keep it as the snapshot.
@@ -655,9 +668,9 @@ impl Solver<'_> {
             blobs: vec![digest],
             snapshots: vec![info.diff_id],
             layer: layer.clone(),
+            created: Some(self.now),
         };
-        self.store
-            .put_cache_record(key, &canonical_json(&record))?;
+        self.store.put_cache_record(key, &canonical_json(&record))?;
         Ok(layer)
     }
 
@@ -696,9 +709,10 @@ impl Solver<'_> {
             json!({"op": "mkdir", "path": path, "uid": owner.uid, "gid": owner.gid,
                    "mtime": self.now, "layer": self.layer_settings()}),
         );
-        if use_cache && let Some(layer) = self.cached(&key)? {
+        if use_cache && let Some((layer, created)) = self.cached(&key)? {
             state.layers.push(layer);
             state.key = key;
+            state.created = Some(self.created_time(created));
             return Ok((true, true));
         }
         let dir = self.store.temp_dir()?;
@@ -711,6 +725,7 @@ impl Solver<'_> {
         let layer = self.commit(dir, &key)?;
         state.layers.push(layer);
         state.key = key;
+        state.created = Some(self.now);
         Ok((false, true))
     }
 
@@ -735,12 +750,19 @@ impl Solver<'_> {
         };
         let chmod = match &spec.chmod {
             Some(c) => Some(Chmod::parse(&c.value).ok_or_else(|| {
-                err(format!("invalid --chmod={}: expected an octal or symbolic mode", c.value))
+                err(format!(
+                    "invalid --chmod={}: expected an octal or symbolic mode",
+                    c.value
+                ))
             })?),
             None => None,
         };
         let exclude = PatternMatcher::new(
-            &spec.exclude.iter().map(|e| e.value.clone()).collect::<Vec<_>>(),
+            &spec
+                .exclude
+                .iter()
+                .map(|e| e.value.clone())
+                .collect::<Vec<_>>(),
         )
         .map_err(|e| err(e.to_string()))?;
 
@@ -790,7 +812,8 @@ impl Solver<'_> {
                 } else {
                     doc.content.clone()
                 };
-                content_key.push(json!({"heredoc": doc.name, "sha256": Digest::of(body.as_bytes())}));
+                content_key
+                    .push(json!({"heredoc": doc.name, "sha256": Digest::of(body.as_bytes())}));
                 groups.push(Group {
                     name: doc.name.clone(),
                     is_dir: false,
@@ -805,21 +828,37 @@ impl Solver<'_> {
                 });
                 continue;
             }
-            if is_add && (src.value.starts_with("http://") || src.value.starts_with("https://") || src.value.starts_with("git@")) {
+            if is_add
+                && (src.value.starts_with("http://")
+                    || src.value.starts_with("https://")
+                    || src.value.starts_with("git@"))
+            {
                 return Err(Error::Step {
                     instruction: first_line(&instr.original),
                     span: src.span,
                     message: format!("ADD {}: remote sources are not supported yet", src.value),
-                    hint: Some("download the file into the build context and ADD or COPY it from there".into()),
+                    hint: Some(
+                        "download the file into the build context and ADD or COPY it from there"
+                            .into(),
+                    ),
                 });
             }
             match &from_input {
-                None => self.context_group(src, &exclude, &mut groups, &mut content_key, &instr.original)?,
+                None => self.context_group(
+                    src,
+                    &exclude,
+                    &mut groups,
+                    &mut content_key,
+                    &instr.original,
+                )?,
                 Some(input) => {
                     let (source_tree, identity) = match input {
                         Some(Input::Stage(i)) => {
                             let s = self.states[*i].as_ref().ok_or_else(|| {
-                                err(format!("stage {} is not built", self.graph.stages[*i].display_name()))
+                                err(format!(
+                                    "stage {} is not built",
+                                    self.graph.stages[*i].display_name()
+                                ))
                             })?;
                             (s.tree(self.store), s.key.clone())
                         }
@@ -835,7 +874,11 @@ impl Solver<'_> {
                         return Err(Error::Step {
                             instruction: first_line(&instr.original),
                             span: src.span,
-                            message: format!("{}: not found in {}", src.value, spec.from.as_ref().map(|f| f.value.as_str()).unwrap_or("")),
+                            message: format!(
+                                "{}: not found in {}",
+                                src.value,
+                                spec.from.as_ref().map(|f| f.value.as_str()).unwrap_or("")
+                            ),
                             hint: None,
                         });
                     }
@@ -870,7 +913,11 @@ impl Solver<'_> {
                         });
                     }
                     let name = rootfs::components(&path).pop().unwrap_or_default();
-                    groups.push(Group { name, is_dir, entries });
+                    groups.push(Group {
+                        name,
+                        is_dir,
+                        entries,
+                    });
                 }
             }
         }
@@ -910,12 +957,22 @@ impl Solver<'_> {
                 if group.is_dir && e.rel.is_empty() {
                     // The source directory itself: its contents are copied, the
                     // destination keeps (or gets) its own metadata.
+                    // BuildKit (fsutil `copyDirectory`): a destination directory the
+                    // copy creates takes the source directory's mode and mtime (and
+                    // the --chown owner); an existing one is left as it is.
+                    let mode = match &chmod {
+                        Some(c) => c.apply(e.mode, true),
+                        None => e.mode,
+                    };
                     items.push(Item {
                         target: base.clone(),
                         content: Content::Dir,
-                        mode: 0o755,
-                        owner: owner.unwrap_or(Owner { uid: 0, gid: 0 }),
-                        mtime: (self.now, 0),
+                        mode,
+                        owner: owner.unwrap_or(Owner {
+                            uid: e.uid,
+                            gid: e.gid,
+                        }),
+                        mtime: e.mtime,
                     });
                     continue;
                 }
@@ -926,8 +983,17 @@ impl Solver<'_> {
                     Some(c) if !matches!(e.content, Content::Symlink(_)) => c.apply(e.mode, is_dir),
                     _ => e.mode,
                 };
-                let owner = owner.unwrap_or(Owner { uid: e.uid, gid: e.gid });
-                items.push(Item { target, content: e.content, mode, owner, mtime: e.mtime });
+                let owner = owner.unwrap_or(Owner {
+                    uid: e.uid,
+                    gid: e.gid,
+                });
+                items.push(Item {
+                    target,
+                    content: e.content,
+                    mode,
+                    owner,
+                    mtime: e.mtime,
+                });
             }
         }
         // Drop the placeholder for a destination directory that already exists: the
@@ -966,9 +1032,10 @@ impl Solver<'_> {
                 "mtime": self.now_for_dirs(),
             }),
         );
-        if use_cache && let Some(layer) = self.cached(&key)? {
+        if use_cache && let Some((layer, created)) = self.cached(&key)? {
             state.layers.push(layer);
             state.key = key;
+            state.created = Some(self.created_time(created));
             return Ok(true);
         }
         let dir = self.store.temp_dir()?;
@@ -985,7 +1052,8 @@ impl Solver<'_> {
             builder.ensure_dir(&resolved).map_err(io_err)?;
         }
         for item in &items {
-            if is_add && let Content::File(path) = &item.content
+            if is_add
+                && let Content::File(path) = &item.content
                 && spec.unpack != Some(false)
                 && spec.from.is_none()
                 && let Some(()) = self.try_unpack(path, item, &mut builder).map_err(io_err)?
@@ -998,7 +1066,16 @@ impl Solver<'_> {
         let layer = self.commit(dir, &key)?;
         state.layers.push(layer);
         state.key = key;
+        state.created = Some(self.now);
         Ok(false)
+    }
+
+    /// A cached layer's creation time, unless SOURCE_DATE_EPOCH pins every time.
+    fn created_time(&self, recorded: Option<i64>) -> i64 {
+        match self.options.source_date_epoch {
+            Some(epoch) => epoch,
+            None => recorded.unwrap_or(self.now),
+        }
     }
 
     /// The time given to directories a step creates (part of the key, since it ends
@@ -1130,7 +1207,9 @@ impl Solver<'_> {
     /// Write the target's config and manifest blobs.
     fn write_image(&mut self, mut state: State) -> Result<Solved> {
         let oci = self.options.oci_mediatypes;
-        let created = time::rfc3339(self.now);
+        // The newest layer's time (BuildKit's exporter does the same), so an unchanged
+        // rebuild writes the same config and the same image ID.
+        let created = time::rfc3339(state.created.unwrap_or(self.now));
         for (k, v) in &self.options.labels {
             state.config.config.labels.insert(k.clone(), v.clone());
         }
@@ -1145,13 +1224,30 @@ impl Solver<'_> {
         let layers = state
             .layers
             .iter()
-            .map(|l| Descriptor::new(layer_media_type(&l.media_type, oci), l.digest.clone(), l.size))
+            .map(|l| {
+                Descriptor::new(
+                    layer_media_type(&l.media_type, oci),
+                    l.digest.clone(),
+                    l.size,
+                )
+            })
             .collect();
         let manifest = ImageManifest {
             schema_version: 2,
-            media_type: Some(if oci { media_type::OCI_MANIFEST } else { media_type::DOCKER_MANIFEST }.into()),
+            media_type: Some(
+                if oci {
+                    media_type::OCI_MANIFEST
+                } else {
+                    media_type::DOCKER_MANIFEST
+                }
+                .into(),
+            ),
             config: Descriptor::new(
-                if oci { media_type::OCI_CONFIG } else { media_type::DOCKER_CONFIG },
+                if oci {
+                    media_type::OCI_CONFIG
+                } else {
+                    media_type::DOCKER_CONFIG
+                },
                 config_digest.clone(),
                 config_size,
             ),
@@ -1159,7 +1255,9 @@ impl Solver<'_> {
             annotations: Default::default(),
         };
         let (digest, size) = self.store.put_json(&manifest)?;
-        self.progress.event(&Event::ImageWritten { digest: digest.clone() });
+        self.progress.event(&Event::ImageWritten {
+            digest: digest.clone(),
+        });
         let mut descriptor = Descriptor::new(
             manifest.media_type.clone().unwrap_or_default(),
             digest,

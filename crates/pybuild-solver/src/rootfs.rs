@@ -60,9 +60,7 @@ fn is_opaque(path: &Path) -> bool {
 fn lstat(path: &Path) -> io::Result<Option<Metadata>> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
-            Ok(None)
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -325,6 +323,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)]
     fn resolves_through_symlinks_and_whiteouts() {
         if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: whiteouts (0/0 character devices) need root to create");

@@ -35,7 +35,11 @@ pub enum OwnerError {
     },
 }
 
-fn lookup(tree: &LowerTree, file: &'static str, name: &str) -> Result<Option<(u32, u32)>, OwnerError> {
+fn lookup(
+    tree: &LowerTree,
+    file: &'static str,
+    name: &str,
+) -> Result<Option<(u32, u32)>, OwnerError> {
     let text = tree.read(file).map_err(|e| OwnerError::Read {
         path: file,
         message: e.to_string(),
@@ -95,12 +99,22 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
         )
         .unwrap();
-        fs::write(t.path().join("etc/group"), "root:x:0:\nstaff:x:50:\napp:x:1001:\n").unwrap();
+        fs::write(
+            t.path().join("etc/group"),
+            "root:x:0:\nstaff:x:50:\napp:x:1001:\n",
+        )
+        .unwrap();
         let tree = LowerTree::new(vec![t.path().to_path_buf()]);
         let o = |s| resolve_owner(s, &tree);
         assert_eq!(o("42").unwrap(), Owner { uid: 42, gid: 42 });
         assert_eq!(o("42:7").unwrap(), Owner { uid: 42, gid: 7 });
-        assert_eq!(o("app").unwrap(), Owner { uid: 1000, gid: 1001 });
+        assert_eq!(
+            o("app").unwrap(),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
         assert_eq!(o("app:staff").unwrap(), Owner { uid: 1000, gid: 50 });
         assert_eq!(o("0:app").unwrap(), Owner { uid: 0, gid: 1001 });
         assert_eq!(o("nobody"), Err(OwnerError::NoUser("nobody".into())));

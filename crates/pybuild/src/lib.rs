@@ -12,6 +12,9 @@
 //! Library code never prints; errors are [`Error`] values, and
 //! [`Error::render`] formats Dockerfile errors like a compiler does.
 
+pub mod build;
+mod export;
+
 use std::path::{Path, PathBuf};
 
 pub use pybuild_dockerfile as dockerfile;
@@ -51,6 +54,33 @@ pub enum Error {
         /// What is wrong.
         error: Box<pybuild_graph::Error>,
     },
+    /// A build step failed.
+    #[error("{name}: {error}")]
+    Build {
+        /// The Dockerfile's display name.
+        name: String,
+        /// Its text.
+        text: String,
+        /// What failed, and where.
+        error: Box<pybuild_solver::Error>,
+    },
+    /// The build context could not be read.
+    #[error("build context: {0}")]
+    Context(#[source] pybuild_context::Error),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] pybuild_store::Error),
+    /// An export or import failed.
+    #[error(transparent)]
+    Export(#[from] pybuild_export::Error),
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -60,6 +90,17 @@ impl Error {
         match self {
             Error::Dockerfile { name, text, error } => error.render(name, text),
             Error::Plan { name, text, error } => error.render(name, text),
+            Error::Build { name, text, error } => match error.span() {
+                Some(span) => pybuild_dockerfile::render_diagnostic(
+                    name,
+                    text,
+                    Some(span),
+                    "error",
+                    &error.to_string(),
+                    error.hint().map(str::to_owned),
+                ),
+                None => format!("error: {error}\n"),
+            },
             other => format!("error: {other}\n"),
         }
     }
@@ -106,6 +147,13 @@ impl DockerfileSource {
             error: Box::new(error),
         }
     }
+}
+
+/// Open (creating it if needed) the local store at `root`, or at the default place
+/// (`$XDG_DATA_HOME/pybuild`, `/var/lib/pybuild` for root).
+pub fn open_store(root: Option<&Path>) -> Result<pybuild_store::Store> {
+    let root = root.map_or_else(pybuild_store::Store::default_root, Path::to_path_buf);
+    Ok(pybuild_store::Store::open(&root)?)
 }
 
 /// The parse tree in BuildKit's S-expression dump format, one line per instruction.

@@ -1,0 +1,185 @@
+//! `build`: a Dockerfile and a context directory in, an image in the store (and any
+//! requested exports) out.
+//!
+//! This is the library's one-call entry point for builds: it plans the graph, opens
+//! the context with its `.dockerignore` and stat cache, runs the solver, tags the
+//! result only once the whole image is in the store, and writes the outputs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pybuild_context::{Context, PatternMatcher};
+use pybuild_oci::{Descriptor, Digest};
+use pybuild_store::Store;
+
+pub use pybuild_layer::Compression;
+pub use pybuild_solver::{Event, NoProgress, Progress, SolveOptions};
+
+use crate::{DockerfileSource, Error, PlanOptions, Result};
+
+/// Where an export goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The image, tagged in the local store under these names (none: untagged).
+    Store {
+        /// Image names (`-t`, or `type=image,name=...`).
+        names: Vec<String>,
+    },
+    /// The image as an OCI image layout directory (`type=oci,dest=DIR,tar=false`).
+    OciDir(PathBuf),
+    /// The image as an OCI layout tar archive (`type=oci,dest=FILE`).
+    OciArchive(PathBuf),
+    /// The image as a `docker load`-able tar archive (`type=docker,dest=FILE`).
+    DockerArchive(PathBuf),
+    /// The root file system, written into a directory (`type=local,dest=DIR`).
+    LocalDir(PathBuf),
+    /// The root file system as a tar archive (`type=tar,dest=FILE`).
+    RootfsTar(PathBuf),
+}
+
+/// Everything a build needs.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The Dockerfile.
+    pub dockerfile: DockerfileSource,
+    /// Where the Dockerfile is on disk (for `<Dockerfile>.dockerignore`), if it is a file.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The build context directory; `None` builds with an empty context.
+    pub context_dir: Option<PathBuf>,
+    /// Build args, target and platform.
+    pub plan: PlanOptions,
+    /// Cache, compression and reproducibility settings.
+    pub solve: SolveOptions,
+    /// What to produce. The image always lands in the store; tags come from
+    /// [`Output::Store`].
+    pub outputs: Vec<Output>,
+    /// `--iidfile`: write the image ID (config digest) here.
+    pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`: write BuildKit-style build metadata (JSON) here.
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image manifest's descriptor.
+    pub manifest: Descriptor,
+    /// The image ID: the config digest, as docker shows it.
+    pub image_id: Digest,
+    /// The names it was tagged with in the store.
+    pub tags: Vec<String>,
+    /// Base images, as written, with the digests they resolved to.
+    pub base_images: Vec<(String, Digest)>,
+    /// Filesystem steps that came from the cache.
+    pub cached_steps: usize,
+    /// All filesystem steps.
+    pub fs_steps: usize,
+}
+
+/// The stat cache file of a context directory: one per canonical context path, in the
+/// store's `state/` directory.
+fn stat_cache_file(store: &Store, context_dir: &Path) -> PathBuf {
+    let canonical = context_dir
+        .canonicalize()
+        .unwrap_or_else(|_| context_dir.to_path_buf());
+    let id = Digest::of(canonical.as_os_str().as_encoded_bytes());
+    store
+        .root()
+        .join("state")
+        .join("context-stat")
+        .join(format!("{}.json", id.hex()))
+}
+
+/// Run a build.
+pub fn build(
+    store: &Store,
+    request: &BuildRequest,
+    progress: &dyn Progress,
+) -> Result<BuildResult> {
+    let graph = crate::plan(&request.dockerfile, &request.plan)?;
+    let empty;
+    let context_dir = match &request.context_dir {
+        Some(dir) => dir.as_path(),
+        None => {
+            empty = store.temp_dir()?;
+            empty.path()
+        }
+    };
+    let (patterns, _) =
+        pybuild_context::load_dockerignore(context_dir, request.dockerfile_path.as_deref())
+            .map_err(Error::Context)?;
+    let matcher = PatternMatcher::new(&patterns).map_err(Error::Context)?;
+    let mut context = Context::new(context_dir, matcher).map_err(Error::Context)?;
+    if request.context_dir.is_some() {
+        let file = stat_cache_file(store, context_dir);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Write {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        context = context.with_stat_cache(file);
+    }
+    let solved = pybuild_solver::solve(store, &context, &graph, &request.solve, progress).map_err(
+        |error| Error::Build {
+            name: request.dockerfile.name.clone(),
+            text: request.dockerfile.text.clone(),
+            error: Box::new(error),
+        },
+    )?;
+
+    let mut tags = Vec::new();
+    for output in &request.outputs {
+        match output {
+            Output::Store { names } => {
+                for name in names {
+                    let tag = pybuild_store::normalize_tag(name);
+                    store.set_tag(&tag, &solved.manifest)?;
+                    tags.push(tag);
+                }
+            }
+            other => crate::export::write_output(store, &solved.manifest, &tags, other)?,
+        }
+    }
+    if let Some(path) = &request.iidfile {
+        write_file_atomic(path, solved.config_digest.to_string().as_bytes())?;
+    }
+    if let Some(path) = &request.metadata_file {
+        let mut meta = serde_json::json!({
+            "containerimage.digest": solved.manifest.digest,
+            "containerimage.config.digest": solved.config_digest,
+            "containerimage.descriptor": solved.manifest,
+        });
+        if !tags.is_empty() {
+            meta["image.name"] = serde_json::Value::String(tags.join(","));
+        }
+        let mut text = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        text.push(b'\n');
+        write_file_atomic(path, &text)?;
+    }
+    Ok(BuildResult {
+        manifest: solved.manifest,
+        image_id: solved.config_digest,
+        tags,
+        base_images: solved.base_images,
+        cached_steps: solved.cached_steps,
+        fs_steps: solved.fs_steps,
+    })
+}
+
+/// Write a small file atomically next to its destination (temp file, fsync, rename).
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}

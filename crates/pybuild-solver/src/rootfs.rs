@@ -330,7 +330,10 @@ mod tests {
             return;
         }
         let (_t, tree) = tree();
-        assert_eq!(tree.resolve("/bin/sh", false).unwrap(), ["bin", "sh"]);
+        // Parents are always followed, the last component only when asked.
+        assert_eq!(tree.resolve("/bin/sh", false).unwrap(), ["usr", "bin", "sh"]);
+        assert_eq!(tree.resolve("/bin", false).unwrap(), ["bin"]);
+        assert_eq!(tree.resolve("/bin", true).unwrap(), ["usr", "bin"]);
         assert_eq!(tree.resolve("/bin/sh", true).unwrap(), ["usr", "bin", "sh"]);
         assert!(tree.stat("/bin/sh").unwrap().is_some());
         assert!(tree.stat("/bin/new").unwrap().is_some());

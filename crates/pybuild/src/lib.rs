@@ -8,9 +8,13 @@
 //! - [`dump`]: the parse tree in BuildKit's S-expression form.
 //! - [`plan`]: the validated build graph (stages, steps, scoping, pruning) for a set of
 //!   build options.
+//! - [`store`]: the local image store (list, inspect, tag, remove, save, load,
+//!   prune, verify).
 //!
 //! Library code never prints; errors are [`Error`] values, and
 //! [`Error::render`] formats Dockerfile errors like a compiler does.
+
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +54,50 @@ pub enum Error {
         text: String,
         /// What is wrong.
         error: Box<pybuild_graph::Error>,
+    },
+    /// The image store failed.
+    #[error("image store: {0}")]
+    Store(#[from] pybuild_store::Error),
+    /// Exporting or loading an image failed.
+    #[error("{0}")]
+    Export(#[from] pybuild_export::Error),
+    /// No image is tagged with this name.
+    #[error("no such image: {name}")]
+    ImageNotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// An operation on a named image failed.
+    #[error("image {image}: {source}")]
+    Image {
+        /// The image (or images, comma-separated) concerned.
+        image: String,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// Loading an archive failed.
+    #[error("loading {}: {source}", path.display())]
+    Load {
+        /// The archive.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// A document that should be JSON is not.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Writing an output file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
 }
 

@@ -274,3 +274,26 @@ fn verify_reports_a_corrupted_blob() {
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(err.contains("corrupt"), "{err}");
 }
+
+#[test]
+fn load_refuses_a_cut_off_archive_and_tags_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    add_image(&root, "app:1.0", "hi\n");
+    let file = tmp.path().join("app.tar");
+    ok(pybuild(
+        &root,
+        &["save", "app:1.0", "-o", file.to_str().unwrap()],
+    ));
+    let bytes = fs::read(&file).unwrap();
+    let cut = tmp.path().join("cut.tar");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let root2 = tmp.path().join("root2");
+    let err = fails(pybuild(&root2, &["load", "-i", cut.to_str().unwrap()]));
+    assert!(err.contains("cut.tar"), "{err}");
+    assert!(
+        err.contains("truncated") || err.contains("cut off") || err.contains("not in the archive"),
+        "{err}"
+    );
+    assert_eq!(ok(pybuild(&root2, &["images", "-q"])), "");
+}

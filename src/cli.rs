@@ -72,6 +72,127 @@ pub enum Command {
     /// Inspect how pybuild reads a Dockerfile (for troubleshooting)
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// List the images in the local store
+    Images(ImagesArgs),
+    /// Show images' manifests and configs as JSON
+    Inspect(InspectArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove image names (the data goes with the next prune)
+    Rmi(RmiArgs),
+    /// Save images to a tar archive
+    Save(SaveArgs),
+    /// Load images from a tar archive (docker or OCI, plain or gzipped)
+    Load(LoadArgs),
+    /// Remove unused data from the local store
+    Prune(PruneArgs),
+    /// Manage the local store
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `pybuild store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Re-hash every blob and check every image; exit 1 listing the problems
+    Verify,
+}
+
+/// `pybuild images [-q] [--format table|json] [--no-trunc]`
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format: a table, or one JSON object per line
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub format: ListFormat,
+    /// Do not truncate image IDs
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+}
+
+/// `--format` of `pybuild images`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ListFormat {
+    // Aligned columns: REPOSITORY TAG IMAGE ID CREATED SIZE
+    #[default]
+    Table,
+    // One JSON object per image and line
+    Json,
+}
+
+/// `pybuild inspect NAME...`
+#[derive(Debug, Args)]
+#[command(after_help = "Prints a JSON array with one object per image: \
+                  {\"Name\", \"Id\" (config digest), \"Digest\" (manifest digest), \
+                  \"Manifest\", \"Config\"}.")]
+pub struct InspectArgs {
+    /// Images to inspect
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `pybuild tag SOURCE TARGET`
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The existing image
+    #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
+    pub source: String,
+    /// The new name
+    #[arg(value_name = "TARGET_IMAGE[:TAG]", value_parser = parse_tag)]
+    pub target: String,
+}
+
+/// `pybuild rmi NAME...`
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to remove
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `pybuild save NAME... -o FILE [--format ...]`
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images to save
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Write to this file (written atomically)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Archive format
+    #[arg(long, value_name = "FORMAT", default_value = "docker-archive")]
+    pub format: ArchiveFormat,
+}
+
+/// `--format` of `pybuild save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ArchiveFormat {
+    // What `docker save` writes (docker load, podman load, skopeo docker-archive:)
+    #[default]
+    DockerArchive,
+    // An OCI image layout in a tar (skopeo oci-archive:)
+    OciArchive,
+}
+
+/// `pybuild load -i FILE`
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive to read
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Print nothing
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `pybuild prune [--all]`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove the whole build cache
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 /// `pybuild debug ...`
@@ -864,6 +985,14 @@ mod tests {
             &["pybuild", "--root", "/r", "build", "."],
             &["pybuild"],
             &["pybuild", "--root", "/r"],
+            &["pybuild", "images"],
+            &["pybuild", "--root", "/r", "inspect", "x"],
+            &["pybuild", "tag", "a", "b"],
+            &["pybuild", "rmi", "a"],
+            &["pybuild", "save", "a", "-o", "f"],
+            &["pybuild", "load", "-i", "f"],
+            &["pybuild", "prune"],
+            &["pybuild", "store", "verify"],
         ] {
             assert_eq!(expand_shorthand(os(args)), os(args), "{args:?}");
         }

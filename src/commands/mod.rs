@@ -4,6 +4,14 @@ pub mod build;
 pub mod debug;
 pub mod debug_graph;
 pub mod progress;
+pub mod images;
+pub mod inspect;
+pub mod load;
+pub mod prune;
+pub mod rmi;
+pub mod save;
+pub mod store_verify;
+pub mod tag;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
@@ -11,7 +19,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use pybuild::DockerfileSource;
 
-use crate::cli::{Cli, Command, DebugCommand};
+use crate::cli::{Cli, Command, DebugCommand, GlobalArgs, StoreCommand};
 use crate::report::CliError;
 
 /// Run the parsed command line.
@@ -20,7 +28,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => build::run(*args, cli.global),
         Command::Debug(DebugCommand::Dump(args)) => debug::run_dump(&args),
         Command::Debug(DebugCommand::Graph(args)) => debug_graph::run_debug_graph(args),
+        Command::Images(args) => images::run(&args, &cli.global),
+        Command::Inspect(args) => inspect::run(&args, &cli.global),
+        Command::Tag(args) => tag::run(&args, &cli.global),
+        Command::Rmi(args) => rmi::run(&args, &cli.global),
+        Command::Save(args) => save::run(&args, &cli.global),
+        Command::Load(args) => load::run(&args, &cli.global),
+        Command::Prune(args) => prune::run(&args, &cli.global),
+        Command::Store(StoreCommand::Verify) => store_verify::run(&cli.global),
     }
+}
+
+/// Open the store `--root`/`PYBUILD_ROOT` names (default: the per-user location).
+pub fn open_store(global: &GlobalArgs) -> anyhow::Result<pybuild::store::Store> {
+    Ok(pybuild::store::open_store(global.root.as_deref())?)
+}
+
+/// Bytes the way docker prints sizes: SI units, three significant digits
+/// (`7.8MB`, `512B`, `1.23GB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 999.5 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if value < 9.995 {
+        2
+    } else if value < 99.95 {
+        1
+    } else {
+        0
+    };
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{}", UNITS[unit])
 }
 
 /// Whether a path argument means standard input.

@@ -147,8 +147,12 @@ fn read_members(store: &Store, input: impl Read) -> Result<Members, Error> {
     };
     let mut archive = tar::Archive::new(input);
     let mut members = Members::default();
-    for entry in archive.entries().map_err(input_err(""))? {
-        let mut entry = entry.map_err(input_err(""))?;
+    let not_tar = |e: io::Error| Error::Input {
+        member: String::new(),
+        source: io::Error::new(e.kind(), format!("not a tar archive, or cut off: {e}")),
+    };
+    for entry in archive.entries().map_err(not_tar)? {
+        let mut entry = entry.map_err(not_tar)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let Some(path) = clean_path(&raw) else {
             continue;

@@ -514,3 +514,38 @@ fn not_an_archive_is_refused() {
     let err = load_archive(&store2, b.into_inner().unwrap().as_slice()).unwrap_err();
     assert!(err.to_string().contains("neither"), "{err}");
 }
+
+#[test]
+fn oci_layout_dir_copies_across_file_systems() {
+    let f = fixture();
+    // /dev/shm is a tmpfs on Linux: usually another file system than the store's,
+    // which takes the copy path instead of the hard link.
+    let base = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let out = base.path().join("layout");
+    write_oci_layout_dir(&f.store, &[(f.desc.clone(), vec![NAME.into()])], &out).unwrap();
+    let blob = out.join("blobs/sha256").join(f.desc.digest.hex());
+    let stored = f.store.blob_path(&f.desc.digest);
+    assert_eq!(fs::read(&blob).unwrap(), fs::read(&stored).unwrap());
+    let (a, b) = (fs::metadata(&blob).unwrap(), fs::metadata(&stored).unwrap());
+    if a.dev() == b.dev() {
+        assert_eq!(a.ino(), b.ino(), "same file system: hard-linked");
+    } else {
+        assert_ne!(a.ino(), b.ino());
+    }
+    let inspected = json(&tool(
+        "skopeo",
+        &["inspect", &format!("oci:{}:{NAME}", path_str(&out))],
+    ));
+    assert_eq!(inspected["Digest"], f.desc.digest.to_string());
+    // No temp files left in the layout.
+    let stray: Vec<_> = fs::read_dir(out.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}

@@ -8,12 +8,15 @@
 //! - [`dump`]: the parse tree in BuildKit's S-expression form.
 //! - [`plan`]: the validated build graph (stages, steps, scoping, pruning) for a set of
 //!   build options.
+//! - [`store`]: the local image store (list, inspect, tag, remove, save, load,
+//!   prune, verify).
 //!
 //! Library code never prints; errors are [`Error`] values, and
 //! [`Error::render`] formats Dockerfile errors like a compiler does.
 
 pub mod build;
 mod export;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -67,13 +70,43 @@ pub enum Error {
     /// The build context could not be read.
     #[error("build context: {0}")]
     Context(#[source] pybuild_context::Error),
-    /// The local store failed.
-    #[error(transparent)]
+    /// The image store failed.
+    #[error("image store: {0}")]
     Store(#[from] pybuild_store::Error),
-    /// An export or import failed.
-    #[error(transparent)]
+    /// Exporting or loading an image failed.
+    #[error("{0}")]
     Export(#[from] pybuild_export::Error),
-    /// A file could not be written.
+    /// No image is tagged with this name.
+    #[error("no such image: {name}")]
+    ImageNotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// An operation on a named image failed.
+    #[error("image {image}: {source}")]
+    Image {
+        /// The image (or images, comma-separated) concerned.
+        image: String,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// Loading an archive failed.
+    #[error("loading {}: {source}", path.display())]
+    Load {
+        /// The archive.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// A document that should be JSON is not.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which document.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Writing an output file failed.
     #[error("cannot write {}: {source}", path.display())]
     Write {
         /// The file.
@@ -149,12 +182,7 @@ impl DockerfileSource {
     }
 }
 
-/// Open (creating it if needed) the local store at `root`, or at the default place
-/// (`$XDG_DATA_HOME/pybuild`, `/var/lib/pybuild` for root).
-pub fn open_store(root: Option<&Path>) -> Result<pybuild_store::Store> {
-    let root = root.map_or_else(pybuild_store::Store::default_root, Path::to_path_buf);
-    Ok(pybuild_store::Store::open(&root)?)
-}
+pub use store::open_store;
 
 /// The parse tree in BuildKit's S-expression dump format, one line per instruction.
 pub fn dump(source: &DockerfileSource) -> Result<String> {

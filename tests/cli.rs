@@ -423,7 +423,10 @@ fn all_build_options_are_accepted() {
     let err = stderr(&out);
     // Everything parsed; the build then stops at the first thing this version
     // cannot do: --ssh needs RUN.
-    assert!(err.contains("--secret and --ssh are for RUN steps"), "{err}");
+    assert!(
+        err.contains("--secret and --ssh are for RUN steps"),
+        "{err}"
+    );
     assert!(err.contains("\"from the environment\""), "{err}");
     assert!(
         err.contains("warning: --build-arg NOT_SET_ANYWHERE_XYZ"),

@@ -3,10 +3,10 @@
 pub mod build;
 pub mod debug;
 pub mod debug_graph;
-pub mod progress;
 pub mod images;
 pub mod inspect;
 pub mod load;
+pub mod progress;
 pub mod prune;
 pub mod rmi;
 pub mod save;

@@ -331,7 +331,10 @@ mod tests {
         }
         let (_t, tree) = tree();
         // Parents are always followed, the last component only when asked.
-        assert_eq!(tree.resolve("/bin/sh", false).unwrap(), ["usr", "bin", "sh"]);
+        assert_eq!(
+            tree.resolve("/bin/sh", false).unwrap(),
+            ["usr", "bin", "sh"]
+        );
         assert_eq!(tree.resolve("/bin", false).unwrap(), ["bin"]);
         assert_eq!(tree.resolve("/bin", true).unwrap(), ["usr", "bin"]);
         assert_eq!(tree.resolve("/bin/sh", true).unwrap(), ["usr", "bin", "sh"]);

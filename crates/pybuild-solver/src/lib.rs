@@ -1305,3 +1305,39 @@ struct GroupEntry {
     gid: u32,
     mtime: (i64, u32),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: a change to the key encoding (field names, version, canonical JSON)
+    /// silently invalidates or, worse, aliases every user's cache; it must be a
+    /// deliberate change that also bumps `CACHE_KEY_VERSION`.
+    #[test]
+    fn cache_key_encoding_is_stable() {
+        let parent = Digest::of(b"parent");
+        let key = key_of(
+            &parent,
+            json!({"op": "copy", "items": [["app/x", {"file": "sha256:00"}, 420, 0, 0]]}),
+        );
+        assert_eq!(
+            key.to_string(),
+            "sha256:e9cd17edca628e4c3d9302d4cd77c41b999ffbb18402ab8ed3c89be8cc0a37c4"
+        );
+        // Object key order never matters: the encoding is canonical.
+        let reordered = key_of(
+            &parent,
+            json!({"items": [["app/x", {"file": "sha256:00"}, 420, 0, 0]], "op": "copy"}),
+        );
+        assert_eq!(key, reordered);
+        assert_ne!(key, key_of(&Digest::of(b"other"), json!({"op": "copy"})));
+    }
+
+    #[test]
+    fn layer_media_types_follow_the_requested_flavour() {
+        use media_type::*;
+        assert_eq!(layer_media_type(OCI_LAYER_GZIP, false), DOCKER_LAYER_GZIP);
+        assert_eq!(layer_media_type(DOCKER_LAYER_GZIP, true), OCI_LAYER_GZIP);
+        assert_eq!(layer_media_type(OCI_LAYER_ZSTD, false), OCI_LAYER_ZSTD);
+    }
+}

@@ -397,7 +397,7 @@ impl Solver<'_> {
             "[{label} 1/{total}] {}",
             first_line(&stage.from.original)
         ));
-        let mut state = match &stage.base {
+        let mut state: State = match &stage.base {
             Base::Scratch => self.scratch(),
             Base::Image(name) => self.base_image(name, stage)?,
             Base::Stage(i) => self.states[*i].clone().ok_or_else(|| Error::BadImage {
@@ -409,6 +409,28 @@ impl Solver<'_> {
         let mut flags = StageFlags::default();
         let mut position = 1;
         let use_cache = self.use_cache(stage);
+        // ONBUILD triggers of the base run first, as if written right after FROM, and
+        // are not inherited further (BuildKit `dispatchOnBuildTriggers`).
+        let triggers = std::mem::take(&mut state.config.config.on_build);
+        for step in self.trigger_steps(stage, &triggers)? {
+            let shown = is_fs_step(&step.instruction.kind);
+            let id = shown.then(|| {
+                self.start(format!(
+                    "[{label} ONBUILD] {}",
+                    first_line(&step.instruction.original)
+                ))
+            });
+            let cached = self.run_step(stage, &step, &mut state, &mut flags, use_cache)?;
+            if let Some(id) = id {
+                self.fs_steps += 1;
+                self.cached_steps += usize::from(cached);
+                self.progress.event(&if cached {
+                    Event::StepCached { id }
+                } else {
+                    Event::StepFinished { id }
+                });
+            }
+        }
         for step in &stage.steps {
             let shown = is_fs_step(&step.instruction.kind);
             let id = if shown {
@@ -432,6 +454,52 @@ impl Solver<'_> {
             }
         }
         Ok(state)
+    }
+
+    /// Parse a base image's ONBUILD triggers into steps of `stage`.
+    fn trigger_steps(&self, stage: &Stage, triggers: &[String]) -> Result<Vec<Step>> {
+        let mut steps = Vec::new();
+        for trigger in triggers {
+            let fail = |message: String| Error::Step {
+                instruction: first_line(&stage.from.original),
+                span: stage.from.span,
+                message: format!("ONBUILD trigger {trigger:?} of the base image: {message}"),
+                hint: None,
+            };
+            let parsed = pybuild_dockerfile::parse(trigger).map_err(|e| fail(e.to_string()))?;
+            for instruction in pybuild_dockerfile::instructions::parse_all(&parsed)
+                .map_err(|e| fail(e.to_string()))?
+            {
+                if matches!(instruction.kind, Kind::From { .. } | Kind::Onbuild(_)) {
+                    return Err(fail(format!(
+                        "{} is not allowed as a trigger",
+                        instruction.name()
+                    )));
+                }
+                let inputs = match &instruction.kind {
+                    Kind::Copy(spec) | Kind::Add(spec) if spec.from.is_some() => {
+                        return Err(fail("COPY --from in a trigger is not supported".into()));
+                    }
+                    Kind::Copy(spec) | Kind::Add(spec) => vec![Input::Context(
+                        spec.sources.iter().map(|s| s.value.clone()).collect(),
+                    )],
+                    _ => Vec::new(),
+                };
+                steps.push(Step {
+                    // Errors in a trigger point at the FROM line that pulled it in.
+                    instruction: pybuild_dockerfile::instructions::Instruction {
+                        span: stage.from.span,
+                        keyword_span: stage.from.keyword_span,
+                        ..instruction
+                    },
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    proxy_env: Vec::new(),
+                    inputs,
+                });
+            }
+        }
+        Ok(steps)
     }
 
     fn scratch(&self) -> State {
@@ -816,6 +884,7 @@ impl Solver<'_> {
                     .push(json!({"heredoc": doc.name, "sha256": Digest::of(body.as_bytes())}));
                 groups.push(Group {
                     name: doc.name.clone(),
+                    path: doc.name.clone(),
                     is_dir: false,
                     entries: vec![GroupEntry {
                         rel: String::new(),
@@ -915,6 +984,7 @@ impl Solver<'_> {
                     let name = rootfs::components(&path).pop().unwrap_or_default();
                     groups.push(Group {
                         name,
+                        path: path.clone(),
                         is_dir,
                         entries,
                     });
@@ -944,7 +1014,14 @@ impl Solver<'_> {
         // The items, in order, with their final image paths.
         let mut items: Vec<Item> = Vec::new();
         for group in groups {
-            let base: Vec<String> = if group.is_dir {
+            let base: Vec<String> = if spec.parents {
+                // `--parents`: the source keeps its path (as requested, relative to
+                // the context or stage root) under the destination, directories
+                // included (BuildKit `COPY --parents`, Dockerfile 1.7).
+                let mut c = dest_comps.clone();
+                c.extend(rootfs::components(&group.path));
+                c
+            } else if group.is_dir {
                 dest_comps.clone()
             } else if dest_marked_dir || multiple || dest_is_existing_dir {
                 let mut c = dest_comps.clone();
@@ -1197,6 +1274,7 @@ impl Solver<'_> {
             let name = m.requested.rsplit('/').next().unwrap_or("").to_string();
             groups.push(Group {
                 name,
+                path: m.requested.clone(),
                 is_dir: m.is_dir,
                 entries: group_entries,
             });
@@ -1293,6 +1371,8 @@ fn layer_media_type(stored: &str, oci: bool) -> String {
 struct Group {
     /// The match's base name (a file source's name in a directory destination).
     name: String,
+    /// The match's path as requested (for `--parents`), `/`-separated.
+    path: String,
     is_dir: bool,
     entries: Vec<GroupEntry>,
 }

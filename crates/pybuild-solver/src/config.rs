@@ -47,6 +47,13 @@ fn go_quoted_list(items: &[String]) -> String {
     format!("[{}]", parts.join(" "))
 }
 
+/// Go's `%v` of a string slice: `[a b]`, no quotes. BuildKit writes VOLUME and SHELL
+/// history lines with it (`fmt.Sprintf("VOLUME %v", c.Volumes)` in dockerfile2llb's
+/// `dispatchVolume`, likewise `dispatchShell`), unlike CMD/ENTRYPOINT which use `%q`.
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
 fn nanos(d: Duration) -> Option<i64> {
     (!d.is_zero()).then(|| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
@@ -115,11 +122,11 @@ pub fn apply(kind: &Kind, config: &mut Config, flags: &mut StageFlags) -> Option
                 config.volumes.insert(p.value.clone(), Empty {});
             }
             let list: Vec<String> = paths.iter().map(|p| p.value.clone()).collect();
-            Some(format!("VOLUME {}", go_quoted_list(&list)))
+            Some(format!("VOLUME {}", go_plain_list(&list)))
         }
         Kind::Shell(shell) => {
             config.shell = shell.clone();
-            Some(format!("SHELL {}", go_quoted_list(shell)))
+            Some(format!("SHELL {}", go_plain_list(shell)))
         }
         Kind::StopSignal(sig) => {
             config.stop_signal = Some(sig.value.clone());
@@ -163,8 +170,10 @@ pub fn apply(kind: &Kind, config: &mut Config, flags: &mut StageFlags) -> Option
             Some(format!("HEALTHCHECK &{{{shown} ...}}"))
         }
         Kind::Onbuild(trigger) => {
+            // Stored only: BuildKit's `dispatchOnbuild` appends to Config.OnBuild and
+            // writes no history entry.
             config.on_build.push(trigger.original.clone());
-            Some(format!("ONBUILD {}", trigger.original))
+            None
         }
         Kind::Maintainer(_) => Some("MAINTAINER".to_string()),
         _ => None,
@@ -191,6 +200,7 @@ pub fn expand_ports(spec: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pybuild_dockerfile::{Span, Spanned};
 
     #[test]
     fn ports() {
@@ -199,6 +209,30 @@ mod tests {
         assert_eq!(
             expand_ports("8000-8002"),
             ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+    }
+
+    #[test]
+    fn history_lines_use_buildkit_formats() {
+        let mut config = Config::default();
+        let mut flags = StageFlags::default();
+        let volume = Kind::Volume(vec![
+            Spanned::new("/data".to_string(), Span::default()),
+            Spanned::new("/cache".to_string(), Span::default()),
+        ]);
+        assert_eq!(
+            apply(&volume, &mut config, &mut flags).as_deref(),
+            Some("VOLUME [/data /cache]")
+        );
+        let shell = Kind::Shell(vec!["/bin/ash".into(), "-c".into()]);
+        assert_eq!(
+            apply(&shell, &mut config, &mut flags).as_deref(),
+            Some("SHELL [/bin/ash -c]")
+        );
+        let cmd = Kind::Cmd(Command::Exec(vec!["a b".into(), "c".into()]));
+        assert_eq!(
+            apply(&cmd, &mut config, &mut flags).as_deref(),
+            Some(r#"CMD ["a b" "c"]"#)
         );
     }
 

@@ -1013,6 +1013,10 @@ impl Solver<'_> {
 
         // The items, in order, with their final image paths.
         let mut items: Vec<Item> = Vec::new();
+        // ADD unpacks a source that is itself an archive file, never a file inside a
+        // copied directory (BuildKit's file backend calls `unpack` per source path,
+        // and `isArchivePath` is false for a directory).
+        let mut unpack_candidates: Vec<Vec<String>> = Vec::new();
         for group in groups {
             let base: Vec<String> = if spec.parents {
                 // `--parents`: the source keeps its path (as requested, relative to
@@ -1064,6 +1068,9 @@ impl Solver<'_> {
                     uid: e.uid,
                     gid: e.gid,
                 });
+                if is_add && !group.is_dir {
+                    unpack_candidates.push(target.clone());
+                }
                 items.push(Item {
                     target,
                     content: e.content,
@@ -1098,17 +1105,22 @@ impl Solver<'_> {
                 json!([i.target.join("/"), what, i.mode, i.owner.uid, i.owner.gid])
             })
             .collect();
-        let key = key_of(
-            &state.key,
-            json!({
-                "op": if is_add { "add" } else { "copy" },
-                "sources": content_key,
-                "items": listing,
-                "link": spec.link,
-                "layer": self.layer_settings(),
-                "mtime": self.now_for_dirs(),
-            }),
-        );
+        let mut step = json!({
+            "op": if is_add { "add" } else { "copy" },
+            "sources": content_key,
+            "items": listing,
+            "link": spec.link,
+            "layer": self.layer_settings(),
+            "mtime": self.now_for_dirs(),
+        });
+        if is_add {
+            // Which items ADD may unpack, and into where.
+            step["unpack"] = json!({
+                "items": unpack_candidates.iter().map(|t| t.join("/")).collect::<Vec<_>>(),
+                "into": dest_comps.join("/"),
+            });
+        }
+        let key = key_of(&state.key, step);
         if use_cache && let Some((layer, created)) = self.cached(&key)? {
             state.layers.push(layer);
             state.key = key;
@@ -1133,7 +1145,10 @@ impl Solver<'_> {
                 && let Content::File(path) = &item.content
                 && spec.unpack != Some(false)
                 && spec.from.is_none()
-                && let Some(()) = self.try_unpack(path, item, &mut builder).map_err(io_err)?
+                && unpack_candidates.contains(&item.target)
+                && let Some(()) = self
+                    .try_unpack(path, &dest_comps, &mut builder)
+                    .map_err(io_err)?
             {
                 continue;
             }
@@ -1162,12 +1177,13 @@ impl Solver<'_> {
         self.options.source_date_epoch.unwrap_or(0)
     }
 
-    /// ADD of a local archive: extract it at the destination directory instead of
-    /// copying it. `Some(())` when it was an archive.
+    /// ADD of a local archive: extract it into the destination `dest` (created as a
+    /// directory, with or without a trailing `/`, as BuildKit's `unpack` does with
+    /// `MkdirAll(dest)`) instead of copying it. `Some(())` when it was an archive.
     fn try_unpack(
         &self,
         path: &std::path::Path,
-        item: &Item,
+        dest: &[String],
         builder: &mut DiffBuilder<'_>,
     ) -> io::Result<Option<()>> {
         use std::io::Read;
@@ -1194,10 +1210,7 @@ impl Solver<'_> {
             return Ok(None);
         }
         // The archive goes *into* the destination directory.
-        let Some((_, parent)) = item.target.split_last() else {
-            return Ok(None);
-        };
-        let comps = builder.resolve(parent, true)?;
+        let comps = builder.resolve(dest, true)?;
         builder.ensure_dir(&comps)?;
         let target = builder.root_path().join(comps.join("/"));
         pybuild_layer::apply_layer(

@@ -481,7 +481,8 @@ fn add_extracts_local_archives() {
     let env = Env::new();
     let ctx = env.context(
         "ctx",
-        "FROM busybox\nADD pkg.tar.gz /opt/\nADD plain.txt /opt/plain.txt\n",
+        "FROM busybox\nADD pkg.tar.gz /opt/\nADD plain.txt /opt/plain.txt\n\
+         ADD pkg.tar.gz /noslash\nADD nest/ /nested/\n",
         &[
             ("plain.txt", "plain\n"),
             ("src/pkg/bin/tool", "#!/bin/sh\n"),
@@ -493,6 +494,7 @@ fn add_extracts_local_archives() {
         fs::Permissions::from_mode(0o755),
     )
     .unwrap();
+    fs::create_dir_all(ctx.join("nest")).unwrap();
     check(
         tool("tar")
             .arg("-C")
@@ -501,9 +503,21 @@ fn add_extracts_local_archives() {
             .arg(ctx.join("pkg.tar.gz"))
             .arg("pkg"),
     );
+    fs::copy(ctx.join("pkg.tar.gz"), ctx.join("nest/inner.tar.gz")).unwrap();
     env.build_ok(&ctx, "app", &[]);
     let r = env.unpack("app");
     assert_eq!(names(&r.join("opt")), ["pkg", "plain.txt"]);
+    // Without a trailing slash the archive still goes *into* the destination
+    // (BuildKit's file backend `unpack`: MkdirAll(dest), then untar there).
+    assert_eq!(names(&r.join("noslash")), ["pkg"]);
+    assert_eq!(read(&r.join("noslash/pkg/README")), "r\n");
+    // Only a source that is itself an archive is unpacked: archives inside a copied
+    // directory stay files.
+    assert_eq!(names(&r.join("nested")), ["inner.tar.gz"]);
+    assert_eq!(
+        fs::read(r.join("nested/inner.tar.gz")).unwrap(),
+        fs::read(ctx.join("pkg.tar.gz")).unwrap()
+    );
     assert_eq!(read(&r.join("opt/pkg/README")), "r\n");
     assert_eq!(read(&r.join("opt/pkg/bin/tool")), "#!/bin/sh\n");
     assert_eq!(mode(&r.join("opt/pkg/bin/tool")), 0o755);

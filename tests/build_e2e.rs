@@ -1010,3 +1010,71 @@ fn interrupted_build_leaves_no_partial_tag() {
         fs::read(ctx.join("big.bin")).unwrap()
     );
 }
+
+/// podman with this machine's constraints (see ../shared/notes/machine-facts.md): runc
+/// (crun fails on hybrid cgroups), cgroupfs, host networking, lowered ulimits, and its
+/// own storage under the test's temp dir so the machine's images are never touched.
+fn podman(env: &Env) -> Command {
+    let conf = env.path("containers.conf");
+    if !conf.exists() {
+        fs::write(
+            &conf,
+            "[containers]\nnetns = \"host\"\n\
+             default_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n",
+        )
+        .unwrap();
+    }
+    let mut cmd = tool("podman");
+    cmd.env("CONTAINERS_CONF", &conf)
+        .arg("--root")
+        .arg(env.path("podman/root"))
+        .arg("--runroot")
+        .arg(env.path("podman/run"))
+        .args(["--storage-driver", "vfs"]);
+    cmd
+}
+
+/// The docker-archive export is what `podman load` reads, and the image then runs under
+/// an OCI runtime (runc): ENV, WORKDIR, USER and the copied files are all in effect.
+#[test]
+fn docker_archive_loads_and_runs_under_podman() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        "FROM busybox\nWORKDIR /srv\nCOPY --chown=app:app hello.txt .\nENV GREETING=hi\nUSER app\n\
+         CMD [\"/bin/sh\", \"-c\", \"echo $GREETING $(id -u) $(pwd) $(cat hello.txt)\"]\n",
+        &[("hello.txt", "from-pybuild\n")],
+    );
+    let archive = env.path("app.tar");
+    let out = env
+        .pybuild()
+        .args(["build", "-q", "-t", "podman-app"])
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success(&out, "build with a docker archive output");
+    let image_id = text(&out.stdout).trim().to_owned();
+
+    let loaded = text(&check(podman(&env).arg("load").arg("-i").arg(&archive)));
+    assert!(loaded.contains("podman-app:latest"), "{loaded}");
+    // podman's image ID is the config digest, the same image ID pybuild printed.
+    let id = text(&check(podman(&env).args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        "podman-app:latest",
+    ])));
+    assert_eq!(format!("sha256:{}", id.trim()), image_id);
+
+    let ran = text(&check(podman(&env).args([
+        "run",
+        "--rm",
+        "podman-app:latest",
+    ])));
+    assert_eq!(ran.trim(), "hi 1000 /srv from-pybuild");
+}

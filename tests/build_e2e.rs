@@ -524,6 +524,60 @@ fn add_extracts_local_archives() {
     assert_eq!(read(&r.join("opt/plain.txt")), "plain\n");
 }
 
+/// ADD recognizes archives by content, whatever their name: plain, gzip, bzip2, xz and
+/// zstd tars are extracted; a compressed file that is not a tar is copied as it is.
+#[test]
+fn add_detects_every_archive_format_by_content() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        "FROM busybox
+ADD a.tar /plain/
+ADD a.tbz /bz2/
+ADD a.txz /xz/
+ADD a.tzst /zst/
+         ADD notes.gz /gz/
+ADD misleading.tar.gz /misleading/
+",
+        &[
+            ("src/pkg/file", "payload\n"),
+            ("misleading.tar.gz", "just text\n"),
+        ],
+    );
+    for (flag, name) in [("-cf", "a.tar"), ("-cjf", "a.tbz"), ("-cJf", "a.txz")] {
+        check(
+            tool("tar")
+                .arg("-C")
+                .arg(ctx.join("src"))
+                .arg(flag)
+                .arg(ctx.join(name))
+                .arg("pkg"),
+        );
+    }
+    check(
+        tool("zstd")
+            .arg("-q")
+            .arg(ctx.join("a.tar"))
+            .arg("-o")
+            .arg(ctx.join("a.tzst")),
+    );
+    fs::write(ctx.join("notes"), "not a tar\n").unwrap();
+    check(tool("gzip").arg("-n").arg(ctx.join("notes")));
+    env.build_ok(&ctx, "app", &[]);
+    let r = env.unpack("app");
+    for dir in ["plain", "bz2", "xz", "zst"] {
+        assert_eq!(read(&r.join(dir).join("pkg/file")), "payload\n", "{dir}");
+    }
+    // A gzip stream that does not hold a tar, and a text file named like an archive,
+    // are copied unchanged.
+    assert_eq!(names(&r.join("gz")), ["notes.gz"]);
+    assert_eq!(
+        fs::read(r.join("gz/notes.gz")).unwrap(),
+        fs::read(ctx.join("notes.gz")).unwrap()
+    );
+    assert_eq!(read(&r.join("misleading/misleading.tar.gz")), "just text\n");
+}
+
 /// (4) Metadata instructions land in the config; history matches the layers.
 #[test]
 fn config_instructions() {

@@ -1186,35 +1186,18 @@ impl Solver<'_> {
         dest: &[String],
         builder: &mut DiffBuilder<'_>,
     ) -> io::Result<Option<()>> {
-        use std::io::Read;
-        let mut head = [0u8; 512];
-        let mut file = fs::File::open(path)?;
-        let mut n = 0;
-        while n < head.len() {
-            let r = file.read(&mut head[n..])?;
-            if r == 0 {
-                break;
-            }
-            n += r;
-        }
-        let detected = pybuild_layer::detect_compression(&head[..n]);
-        let is_tar = n >= 262 && &head[257..262] == b"ustar";
-        let archive = match detected {
-            pybuild_layer::Detected::Plain => is_tar,
-            pybuild_layer::Detected::Gzip | pybuild_layer::Detected::Zstd => true,
-            // bzip2 and xz need decoders pybuild does not carry yet: copy them as
-            // files, as docker does with archives it cannot read.
-            _ => false,
-        };
-        if !archive {
+        let Some(_) = archive_reader(path)? else {
             return Ok(None);
-        }
+        };
         // The archive goes *into* the destination directory.
         let comps = builder.resolve(dest, true)?;
         builder.ensure_dir(&comps)?;
         let target = builder.root_path().join(comps.join("/"));
+        let Some(reader) = archive_reader(path)? else {
+            return Ok(None);
+        };
         pybuild_layer::apply_layer(
-            io::BufReader::new(fs::File::open(path)?),
+            reader,
             &target,
             &ApplyOptions {
                 mode: ApplyMode::Merge,
@@ -1364,6 +1347,44 @@ impl Solver<'_> {
             fs_steps: self.fs_steps,
         })
     }
+}
+
+/// ADD's archive detection (docker's `archive.IsArchivePath`): the file is a tar,
+/// plain or compressed with gzip, bzip2, xz or zstd (told by content, never by name),
+/// when its decompressed stream starts with a tar header. Returns the decompressed
+/// stream, or `None` for any other file, which ADD then copies as it is.
+fn archive_reader(path: &std::path::Path) -> io::Result<Option<Box<dyn io::Read>>> {
+    use io::Read;
+    use pybuild_layer::Detected;
+    let open = || -> io::Result<Box<dyn io::Read>> {
+        let file = io::BufReader::new(fs::File::open(path)?);
+        let mut head = [0u8; pybuild_layer::DETECT_LEN];
+        let n = fs::File::open(path)?.read(&mut head)?;
+        Ok(match pybuild_layer::detect_compression(&head[..n]) {
+            Detected::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+            Detected::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+            Detected::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(file)),
+            Detected::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(file)),
+            Detected::Plain => Box::new(file),
+        })
+    };
+    // A tar's first header block carries the `ustar` magic at offset 257 (POSIX and
+    // GNU formats; pre-POSIX v7 archives are not recognized, as in most tools).
+    let mut block = [0u8; 512];
+    let mut reader = open()?;
+    let mut n = 0;
+    while n < block.len() {
+        match reader.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(r) => n += r,
+            // Not decodable as what its magic claims: not an archive, copy it.
+            Err(_) => return Ok(None),
+        }
+    }
+    if n < 262 || &block[257..262] != b"ustar" {
+        return Ok(None);
+    }
+    open().map(Some)
 }
 
 /// A layer's media type in the requested flavour (the blob is the same either way).

@@ -143,3 +143,130 @@ fn dropping_the_registry_stops_it_and_removes_its_files() {
     assert!(!dir.exists());
     assert!(http::get(&host, "/v2/", &[]).is_err());
 }
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn credentials() -> (String, String) {
+    ("tester".to_owned(), "s3cret-pass".to_owned())
+}
+
+#[test]
+fn basic_auth_registry_checks_credentials() {
+    let (user, password) = credentials();
+    let registry = Registry::start(RegistryAuth::Basic {
+        user: user.clone(),
+        password: password.clone(),
+    });
+    let host = registry.host();
+    let anonymous = http::get(&host, "/v2/", &[]).unwrap();
+    assert_eq!(anonymous.status, 401);
+    let challenge = anonymous.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Basic "), "{challenge}");
+    let good = basic(&user, &password);
+    let ok = http::get(&host, "/v2/", &[("Authorization", &good)]).unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let bad = basic(&user, "wrong");
+    let denied = http::get(&host, "/v2/", &[("Authorization", &bad)]).unwrap();
+    assert_eq!(denied.status, 401);
+
+    let creds = format!("{user}:{password}");
+    assert_ok(
+        &push(&host, "basic/image", Some(&creds)),
+        "skopeo copy with credentials",
+    );
+    assert_ok(
+        &inspect(&host, "basic/image", Some(&creds)),
+        "skopeo inspect with credentials",
+    );
+    let refused = push(&host, "basic/other", Some(&format!("{user}:wrong")));
+    assert!(
+        !refused.status.success(),
+        "a push with wrong credentials succeeded"
+    );
+    let refused = push(&host, "basic/other", None);
+    assert!(!refused.status.success(), "an anonymous push succeeded");
+}
+
+#[test]
+fn token_auth_registry_accepts_tokens_from_its_token_server() {
+    let (user, password) = credentials();
+    let registry = Registry::start(RegistryAuth::Token {
+        user: user.clone(),
+        password: password.clone(),
+    });
+    let host = registry.host();
+    let tokens = registry.token_server().expect("a token server");
+    let anonymous = http::get(&host, "/v2/", &[]).unwrap();
+    assert_eq!(anonymous.status, 401);
+    let challenge = anonymous.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(
+        challenge.contains(&format!("realm=\"{}\"", tokens.realm())),
+        "{challenge}"
+    );
+    assert!(challenge.contains(&format!(
+        "service=\"{}\"",
+        pybuild_testsupport::registry::SERVICE
+    )));
+
+    let query = format!(
+        "/token?service={}&scope=repository%3Atoken%2Fimage%3Apull%2Cpush",
+        pybuild_testsupport::registry::SERVICE
+    );
+    let refused = http::get(&tokens.host(), &query, &[]).unwrap();
+    assert_eq!(refused.status, 401, "anonymous token request");
+    let wrong = basic(&user, "wrong");
+    let refused = http::get(&tokens.host(), &query, &[("Authorization", &wrong)]).unwrap();
+    assert_eq!(refused.status, 401, "token request with a wrong password");
+    let good = basic(&user, &password);
+    let granted = http::get(&tokens.host(), &query, &[("Authorization", &good)]).unwrap();
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    let answer: serde_json::Value = serde_json::from_slice(&granted.body).unwrap();
+    let token = answer["token"].as_str().expect("a token").to_owned();
+    assert_eq!(answer["access_token"].as_str(), Some(token.as_str()));
+
+    let bearer = format!("Bearer {token}");
+    let ok = http::get(&host, "/v2/", &[("Authorization", &bearer)]).unwrap();
+    assert_eq!(ok.status, 200, "{}\n{}", ok.text(), registry.log());
+    // The token's scope lets it start an upload in its repository, not in another one.
+    let upload = http::request(
+        &host,
+        "POST",
+        "/v2/token/image/blobs/uploads/",
+        &[("Authorization", &bearer)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(upload.status, 202, "{}\n{}", upload.text(), registry.log());
+    let elsewhere = http::request(
+        &host,
+        "POST",
+        "/v2/token/other/blobs/uploads/",
+        &[("Authorization", &bearer)],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(elsewhere.status, 401);
+
+    let creds = format!("{user}:{password}");
+    assert_ok(
+        &push(&host, "token/image", Some(&creds)),
+        "skopeo copy with credentials",
+    );
+    assert_ok(
+        &inspect(&host, "token/image", Some(&creds)),
+        "skopeo inspect with credentials",
+    );
+    let refused = push(&host, "token/other", Some(&format!("{user}:wrong")));
+    assert!(
+        !refused.status.success(),
+        "a push with wrong credentials succeeded"
+    );
+    assert!(tokens.requests().iter().any(|r| r.ends_with(" 200")));
+}

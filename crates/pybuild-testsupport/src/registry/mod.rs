@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod token;
+
+pub use token::{
+    Access, ISSUER, SERVICE, TOKEN_LIFETIME_SECS, TokenServer, certificate_pem, sign_token,
+};
+
 /// How the registry authenticates clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryAuth {
@@ -51,6 +57,7 @@ pub struct Registry {
     dir: TempDir,
     storage: PathBuf,
     log_path: PathBuf,
+    token_server: Option<TokenServer>,
 }
 
 impl Registry {
@@ -88,12 +95,31 @@ impl Registry {
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("create the registry storage directory");
         let port = free_port();
+        let mut token_server = None;
         let auth_section = match auth {
             RegistryAuth::None => String::new(),
-            RegistryAuth::Basic { .. } | RegistryAuth::Token { .. } => {
-                panic!(
-                    "registry authentication is not available in this version of pybuild-testsupport"
+            RegistryAuth::Basic { user, password } => {
+                // The lowest cost bcrypt allows keeps start-up fast.
+                let hash = bcrypt::hash(password, 4).expect("bcrypt the test password");
+                let htpasswd = dir.path().join("htpasswd");
+                fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: pybuild-test-registry\n    path: {}\n",
+                    htpasswd.display()
                 )
+            }
+            RegistryAuth::Token { user, password } => {
+                let server = TokenServer::start(user, password);
+                let bundle = dir.path().join("token-ca.pem");
+                fs::write(&bundle, certificate_pem()).expect("write the token certificate");
+                let section = format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    \
+                     issuer: {ISSUER}\n    rootcertbundle: {bundle}\n",
+                    realm = server.realm(),
+                    bundle = bundle.display()
+                );
+                token_server = Some(server);
+                section
             }
         };
         let config = format!(
@@ -123,6 +149,7 @@ impl Registry {
             dir,
             storage,
             log_path,
+            token_server,
         };
         registry.wait_ready()?;
         Ok(registry)
@@ -175,6 +202,11 @@ impl Registry {
     /// The registry's storage root (`storage.filesystem.rootdirectory`).
     pub fn storage_dir(&self) -> &Path {
         &self.storage
+    }
+
+    /// The token server, for a registry started with [`RegistryAuth::Token`].
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token_server.as_ref()
     }
 
     /// The temporary directory holding the configuration, log and storage.

@@ -7,8 +7,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use pybuild_testsupport::http;
-use pybuild_testsupport::registry::{Registry, RegistryAuth};
+use pybuild_testsupport::registry::{Fault, FaultProxy, Registry, RegistryAuth};
 use sha2::{Digest, Sha256};
+
+/// The tiny image's config blob (its one layer is an empty tar archive of 1024 bytes).
+/// Pushing may compress the layer, but the config blob stays byte for byte.
+fn tiny_config() -> Vec<u8> {
+    let diff_id = format!("sha256:{:x}", Sha256::digest([0u8; 1024]));
+    format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    )
+    .into_bytes()
+}
 
 /// Writes a one-layer OCI image layout at `dir` whose index names it `tag`; returns the
 /// manifest's digest.
@@ -23,11 +33,7 @@ fn write_tiny_layout(dir: &Path, tag: &str) -> String {
     // An empty tar archive: two zero blocks.
     let layer = vec![0u8; 1024];
     let (layer_digest, layer_size) = put(&layer);
-    let diff_id = layer_digest.clone();
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
-    );
-    let (config_digest, config_size) = put(config.as_bytes());
+    let (config_digest, config_size) = put(&tiny_config());
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{layer_size}}}]}}"#
     );
@@ -269,4 +275,167 @@ fn token_auth_registry_accepts_tokens_from_its_token_server() {
         "a push with wrong credentials succeeded"
     );
     assert!(tokens.requests().iter().any(|r| r.ends_with(" 200")));
+}
+
+/// A registry holding the tiny image as `tiny/image:v1`, with a proxy in front of it;
+/// returns them with the digest of the image's config blob.
+fn proxied_registry() -> (Registry, FaultProxy, String) {
+    let registry = Registry::start(RegistryAuth::None);
+    assert_ok(&push(&registry.host(), "tiny/image", None), "skopeo copy");
+    let proxy = FaultProxy::start(&registry.host());
+    let config = format!("sha256:{:x}", Sha256::digest(tiny_config()));
+    (registry, proxy, config)
+}
+
+#[test]
+fn proxy_forwards_pushes_pulls_and_ranges() {
+    let registry = Registry::start(RegistryAuth::None);
+    let proxy = FaultProxy::start(&registry.host());
+    assert_eq!(proxy.upstream(), registry.host());
+    // A whole push through the proxy: uploads follow the rewritten Location headers.
+    assert_ok(
+        &push(&proxy.host(), "via/proxy", None),
+        "skopeo copy through the proxy",
+    );
+    assert_ok(
+        &inspect(&proxy.host(), "via/proxy", None),
+        "skopeo inspect through the proxy",
+    );
+    let seen = proxy.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("PUT /v2/via/proxy/manifests/v1")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("PUT /v2/via/proxy/blobs/uploads/")),
+        "{seen:?}"
+    );
+    assert!(registry.requests("PUT", "/v2/via/proxy/manifests/v1") >= 1);
+
+    let upload = http::request(
+        &proxy.host(),
+        "POST",
+        "/v2/via/proxy/blobs/uploads/",
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(upload.status, 202);
+    let location = upload.header("location").unwrap_or_default();
+    assert!(!location.contains(&registry.host()), "{location}");
+
+    let config = tiny_config();
+    let digest = format!("sha256:{:x}", Sha256::digest(&config));
+    let path = format!("/v2/via/proxy/blobs/{digest}");
+    let range = http::get(&proxy.host(), &path, &[("Range", "bytes=0-9")]).unwrap();
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body.len(), 10);
+    let head = http::request(&proxy.host(), "HEAD", &path, &[], &[]).unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(config.len().to_string().as_str())
+    );
+    let whole = http::get(&proxy.host(), &path, &[]).unwrap();
+    assert_eq!(whole.body, config);
+}
+
+#[test]
+fn proxy_injects_server_errors_then_forwards() {
+    let (_registry, proxy, _) = proxied_registry();
+    proxy.set(Fault::ServerError {
+        path: "/manifests/".to_owned(),
+        times: 2,
+    });
+    let path = "/v2/tiny/image/manifests/v1";
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    assert_eq!(
+        http::get(&proxy.host(), "/v2/", &[]).unwrap().status,
+        200,
+        "unmatched path"
+    );
+    assert_eq!(http::get(&proxy.host(), path, &accept).unwrap().status, 500);
+    assert_eq!(http::get(&proxy.host(), path, &accept).unwrap().status, 500);
+    assert_eq!(http::get(&proxy.host(), path, &accept).unwrap().status, 200);
+    assert_eq!(proxy.requests().len(), 4);
+}
+
+#[test]
+fn proxy_corrupts_one_byte_of_matching_bodies() {
+    let (registry, proxy, config) = proxied_registry();
+    let path = format!("/v2/tiny/image/blobs/{config}");
+    let original = http::get(&registry.host(), &path, &[]).unwrap();
+    assert_eq!(original.body, tiny_config());
+    proxy.set(Fault::CorruptBody {
+        path: "/blobs/".to_owned(),
+    });
+    let corrupted = http::get(&proxy.host(), &path, &[]).unwrap();
+    assert_eq!(corrupted.status, 200);
+    assert_eq!(corrupted.body.len(), original.body.len());
+    let differing = original
+        .body
+        .iter()
+        .zip(&corrupted.body)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 1);
+    proxy.set(Fault::None);
+    assert_eq!(
+        http::get(&proxy.host(), &path, &[]).unwrap().body,
+        original.body
+    );
+}
+
+#[test]
+fn proxy_cuts_a_matching_body_once() {
+    let (_registry, proxy, config) = proxied_registry();
+    let path = format!("/v2/tiny/image/blobs/{config}");
+    proxy.set(Fault::CutAfter {
+        path: config.clone(),
+        after: 100,
+    });
+    let cut = http::get(&proxy.host(), &path, &[]).unwrap();
+    assert_eq!(cut.status, 200);
+    let length = tiny_config().len();
+    assert_eq!(
+        cut.header("content-length"),
+        Some(length.to_string().as_str())
+    );
+    assert_eq!(cut.body.len(), 100);
+    let whole = http::get(&proxy.host(), &path, &[]).unwrap();
+    assert_eq!(whole.body.len(), length);
+}
+
+#[test]
+fn proxy_rate_limits_with_retry_after() {
+    let (_registry, proxy, _) = proxied_registry();
+    proxy.set(Fault::TooManyRequests {
+        path: "/tags/list".to_owned(),
+        times: 1,
+        secs: 7,
+    });
+    let limited = http::get(&proxy.host(), "/v2/tiny/image/tags/list", &[]).unwrap();
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("7"));
+    let listed = http::get(&proxy.host(), "/v2/tiny/image/tags/list", &[]).unwrap();
+    assert_eq!(listed.status, 200);
+    assert!(listed.text().contains("\"v1\""), "{}", listed.text());
+}
+
+#[test]
+fn proxy_delays_matching_responses() {
+    let (_registry, proxy, _) = proxied_registry();
+    proxy.set(Fault::Delay {
+        path: "/tags/list".to_owned(),
+        millis: 400,
+    });
+    let start = std::time::Instant::now();
+    assert_eq!(http::get(&proxy.host(), "/v2/", &[]).unwrap().status, 200);
+    assert!(start.elapsed() < std::time::Duration::from_millis(400));
+    let start = std::time::Instant::now();
+    let listed = http::get(&proxy.host(), "/v2/tiny/image/tags/list", &[]).unwrap();
+    assert_eq!(listed.status, 200);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(400));
 }

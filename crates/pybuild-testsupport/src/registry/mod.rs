@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod proxy;
 mod token;
+
+pub use proxy::{Fault, FaultProxy};
 
 pub use token::{
     Access, ISSUER, SERVICE, TOKEN_LIFETIME_SECS, TokenServer, certificate_pem, sign_token,

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use pybuild_testsupport::http;
 use pybuild_testsupport::registry::{Fault, FaultProxy, Registry, RegistryAuth};
@@ -103,11 +104,8 @@ fn anonymous_registry_answers_and_counts_requests() {
     assert_eq!(response.status, 200, "{}", response.text());
     let missing = http::get(&registry.host(), "/v2/nothing/manifests/latest", &[]).unwrap();
     assert_eq!(missing.status, 404);
-    // The access log is written asynchronously to the response.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while registry.requests("GET", "/v2/nothing/") < 1 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let waited = registry.wait_requests("GET", "/v2/nothing/", 1, Duration::from_secs(5));
+    assert_eq!(waited, 1, "{}", registry.log());
     assert_eq!(
         registry.requests("GET", "/v2/nothing/"),
         1,
@@ -433,9 +431,9 @@ fn proxy_delays_matching_responses() {
     });
     let start = std::time::Instant::now();
     assert_eq!(http::get(&proxy.host(), "/v2/", &[]).unwrap().status, 200);
-    assert!(start.elapsed() < std::time::Duration::from_millis(400));
+    assert!(start.elapsed() < Duration::from_millis(400));
     let start = std::time::Instant::now();
     let listed = http::get(&proxy.host(), "/v2/tiny/image/tags/list", &[]).unwrap();
     assert_eq!(listed.status, 200);
-    assert!(start.elapsed() >= std::time::Duration::from_millis(400));
+    assert!(start.elapsed() >= Duration::from_millis(400));
 }

@@ -202,6 +202,26 @@ impl Registry {
             .count()
     }
 
+    /// Waits up to `timeout` until [`requests`](Self::requests) reaches `at_least`, and
+    /// returns the count then. The access log line of a request is written when its
+    /// handler finishes, which a client can observe slightly after the response.
+    pub fn wait_requests(
+        &self,
+        method: &str,
+        path_contains: &str,
+        at_least: usize,
+        timeout: Duration,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = self.requests(method, path_contains);
+            if count >= at_least || Instant::now() >= deadline {
+                return count;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The registry's storage root (`storage.filesystem.rootdirectory`).
     pub fn storage_dir(&self) -> &Path {
         &self.storage

@@ -636,3 +636,48 @@ fn faults_corruption_retries_and_resume() {
         .count();
     assert!(ranged >= 2, "{:?}", proxy.requests());
 }
+
+#[test]
+fn blob_longer_than_its_descriptor_is_rejected() {
+    let registry = Registry::start(RegistryAuth::None);
+    let host = registry.host();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = store_in(tmp.path(), "src");
+    let desc = small_image(&src, "liar");
+    let client = anon_client();
+    push(
+        &client,
+        &src,
+        &desc,
+        &reference(&host, "liar:real"),
+        &PushOptions::default(),
+        &pybuild_registry::NoProgress,
+    )
+    .expect("push");
+    // The same blobs under a manifest that understates the layer's size.
+    let mut manifest: ImageManifest =
+        serde_json::from_slice(&src.read_blob(&desc.digest).expect("read")).expect("manifest");
+    manifest.layers[0].size -= 10;
+    let (d, size) = src.put_json(&manifest).expect("put");
+    let lying = Descriptor::new(media_type::OCI_MANIFEST, d, size);
+    push(
+        &client,
+        &src,
+        &lying,
+        &reference(&host, "liar:short"),
+        &PushOptions::default(),
+        &pybuild_registry::NoProgress,
+    )
+    .expect("push the lying manifest");
+    let dst = store_in(tmp.path(), "dst");
+    let err = pull(
+        &client,
+        &dst,
+        &reference(&host, "liar:short"),
+        &linux("amd64"),
+        &pybuild_registry::NoProgress,
+    )
+    .expect_err("oversized blob");
+    assert!(matches!(err, Error::SizeMismatch { .. }), "{err:?}");
+    assert!(!dst.has_blob(&manifest.layers[0].digest));
+}

@@ -629,6 +629,29 @@ fn faults_corruption_retries_and_resume() {
         })
         .collect();
     assert_eq!(transferred, [layer.size]);
+
+    // A failed upload PUT (not repeatable as such) restarts the blob's upload.
+    let fresh = small_image(&src, "fresh");
+    proxy.set(Fault::ServerError {
+        path: "digest=sha256".into(),
+        times: 1,
+    });
+    let rec = Recorder::default();
+    let pushed = push(
+        &client,
+        &src,
+        &fresh,
+        &reference(&proxy.host(), "f/fresh:1"),
+        &PushOptions::default(),
+        &rec,
+    )
+    .expect("push after a 500");
+    assert_eq!(pushed.uploaded, 2);
+    assert!(rec.count(|e| matches!(e, Event::Retry { .. })) >= 1);
+    assert_eq!(
+        skopeo_digest(&format!("{}/f/fresh:1", registry.host())),
+        fresh.digest.to_string()
+    );
     let ranged = proxy
         .requests()
         .iter()

@@ -8,8 +8,16 @@
 //! The rule from the conformance README: when the variable is *set* and the folder is
 //! missing, the test fails; when nothing is configured and nothing is found, the test
 //! prints why it skipped.
+//!
+//! Besides the conformance data it offers:
+//! - [`registry`]: throwaway `docker-registry` instances (anonymous, Basic or token
+//!   authentication), the token server, and a fault-injecting proxy;
+//! - [`http`]: a tiny blocking HTTP/1.1 client for poking at them.
 
 use std::path::{Path, PathBuf};
+
+pub mod http;
+pub mod registry;
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

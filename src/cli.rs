@@ -61,6 +61,28 @@ pub struct GlobalArgs {
         help_heading = "Global Options"
     )]
     pub config: Option<PathBuf>,
+    /// Try MIRROR before HOST when pulling from HOST (`docker.io=127.0.0.1:5000`);
+    /// repeatable, tried in order before the config file's mirrors
+    #[arg(
+        long = "registry-mirror",
+        global = true,
+        value_name = "HOST=MIRROR",
+        value_parser = parse_mirror,
+        help_heading = "Global Options"
+    )]
+    pub registry_mirrors: Vec<(String, String)>,
+}
+
+/// `--registry-mirror HOST=MIRROR`.
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((host, mirror)) if !host.is_empty() && !mirror.is_empty() => {
+            Ok((host.to_owned(), mirror.to_owned()))
+        }
+        _ => Err(format!(
+            "expected HOST=MIRROR (docker.io=127.0.0.1:5000), got {s:?}"
+        )),
+    }
 }
 
 /// The subcommands. Their names (with clap's `help`) are the words that stop the
@@ -89,6 +111,68 @@ pub enum Command {
     /// Manage the local store
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Download an image from a registry into the local store
+    Pull(PullArgs),
+    /// Upload an image from the local store to a registry
+    Push(PushArgs),
+    /// Store credentials for a registry (in docker's config.json)
+    Login(LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(LogoutArgs),
+}
+
+/// `pybuild pull NAME`
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image (`python:3.11-slim`, `127.0.0.1:5000/app:v1`, `name@sha256:...`)
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    pub name: String,
+    /// The platform to pull from a multi-platform image (default: this machine's)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print only the image's digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `pybuild push NAME [DEST]`
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The local image
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+    /// Where to push it (default: NAME)
+    #[arg(value_name = "DEST")]
+    pub dest: Option<String>,
+    /// Print only the pushed manifest digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `pybuild login [-u USER] [-p PASS | --password-stdin] REGISTRY`
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host (`127.0.0.1:5000`, `docker.io`)
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// User name
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: a password on the command line is visible to
+    /// other users of the machine)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `pybuild logout REGISTRY`
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry host
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
 }
 
 /// `pybuild store ...`

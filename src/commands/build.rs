@@ -83,6 +83,8 @@ pub struct BuildSettings {
     pub root: Option<PathBuf>,
     /// `--config` / `PYBUILD_CONFIG`.
     pub config: Option<PathBuf>,
+    /// `--registry-mirror HOST=MIRROR`s.
+    pub registry_mirrors: Vec<(String, String)>,
 }
 
 /// Run `pybuild build`.
@@ -126,6 +128,7 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
         context_dir: settings.context_dir.clone(),
         plan,
         solve: pybuild::build::SolveOptions {
+            pull: settings.pull,
             no_cache: settings.no_cache,
             no_cache_filter: settings.no_cache_filter.clone(),
             compression: match settings.compression {
@@ -139,6 +142,10 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
         outputs: outputs(settings)?,
         iidfile: settings.iidfile.clone(),
         metadata_file: settings.metadata_file.clone(),
+        registry: pybuild::registry::RegistrySettings {
+            config_file: settings.config.clone(),
+            mirrors: settings.registry_mirrors.clone(),
+        },
     };
     let printer = progress::Printer::new(settings.progress);
     let result = pybuild::build::build(&store, &request, &printer);
@@ -201,12 +208,14 @@ fn outputs(settings: &BuildSettings) -> anyhow::Result<Vec<pybuild::build::Outpu
         };
         match spec.kind {
             OutputKind::Image => {
+                let names: Vec<String> = match spec.attrs.get("name") {
+                    Some(names) => names.split(',').map(str::to_owned).collect(),
+                    None => settings.tags.clone(),
+                };
                 if spec.attrs.get("push").is_some_and(|p| p == "true") {
-                    return Err(CliError::new(
-                        "pushing to a registry is not available yet in this version of pybuild",
-                    )
-                    .hint("export with --output type=oci,dest=FILE and copy it with skopeo")
-                    .into());
+                    out.push(Output::Push {
+                        names: names.clone(),
+                    });
                 }
                 if let Some(names) = spec.attrs.get("name") {
                     out.push(Output::Store {
@@ -352,6 +361,7 @@ pub fn resolve(
         metadata_file: args.metadata_file,
         root: global.root,
         config: global.config,
+        registry_mirrors: global.registry_mirrors,
     })
 }
 

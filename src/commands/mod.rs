@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod load;
 pub mod progress;
 pub mod prune;
+pub mod registry;
 pub mod rmi;
 pub mod save;
 pub mod store_verify;
@@ -36,10 +37,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => load::run(&args, &cli.global),
         Command::Prune(args) => prune::run(&args, &cli.global),
         Command::Store(StoreCommand::Verify) => store_verify::run(&cli.global),
+        Command::Pull(args) => registry::run_pull(&args, &cli.global),
+        Command::Push(args) => registry::run_push(&args, &cli.global),
+        Command::Login(args) => registry::run_login(&args),
+        Command::Logout(args) => registry::run_logout(&args),
     }
 }
 
 /// Open the store `--root`/`PYBUILD_ROOT` names (default: the per-user location).
+/// Registry settings from the global options.
+pub fn registry_settings(global: &GlobalArgs) -> pybuild::registry::RegistrySettings {
+    pybuild::registry::RegistrySettings {
+        config_file: global.config.clone(),
+        mirrors: global.registry_mirrors.clone(),
+    }
+}
+
 pub fn open_store(global: &GlobalArgs) -> anyhow::Result<pybuild::store::Store> {
     Ok(pybuild::store::open_store(global.root.as_deref())?)
 }

@@ -64,6 +64,9 @@ impl pybuild::build::Progress for Printer {
                 Event::ImageWritten { digest } => {
                     serde_json::json!({"manifest": digest.to_string()})
                 }
+                Event::Pushed { name, digest } => {
+                    serde_json::json!({"pushed": name, "digest": digest.to_string()})
+                }
                 _ => return,
             };
             eprintln!("{value}");
@@ -82,6 +85,7 @@ impl pybuild::build::Progress for Printer {
             }
             Event::BaseImage { name, digest } => eprintln!("#  resolved {name} to {digest}"),
             Event::ImageWritten { digest } => eprintln!("#  manifest {digest}"),
+            Event::Pushed { name, digest } => eprintln!("#  pushed {name}@{digest}"),
             _ => {}
         }
     }

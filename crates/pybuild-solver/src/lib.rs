@@ -149,6 +149,13 @@ pub enum Event {
         /// The manifest digest.
         digest: Digest,
     },
+    /// The image was pushed (sent by the facade after the build).
+    Pushed {
+        /// The full reference.
+        name: String,
+        /// The manifest digest the registry stored.
+        digest: Digest,
+    },
 }
 
 /// Where a build sends its [`Event`]s.
@@ -165,9 +172,42 @@ impl Progress for NoProgress {
     fn event(&self, _event: &Event) {}
 }
 
+/// Where base images that are not in the local store come from: a registry in a real
+/// build (the facade implements this with `pybuild-registry`), a fake in tests.
+pub trait ImageSource: Send + Sync {
+    /// The name under which `name` is kept in the local store (docker's short form
+    /// with a tag: `python:3.11-slim`, `127.0.0.1:5000/app:latest`).
+    fn local_name(&self, name: &str) -> String {
+        pybuild_store::normalize_tag(name)
+    }
+
+    /// Fetch `name` for `platform` into `store` and return the image manifest's
+    /// descriptor (not tagged: the solver tags it under [`ImageSource::local_name`]).
+    fn pull(&self, store: &Store, name: &str, platform: &Platform) -> Result<Descriptor, BoxError>;
+}
+
+/// The effects a build may use beyond the store and the context.
+#[derive(Clone, Copy)]
+pub struct Backends<'a> {
+    /// Where events go.
+    pub progress: &'a dyn Progress,
+    /// Where missing base images come from (`None`: only the local store).
+    pub images: Option<&'a dyn ImageSource>,
+}
+
+impl std::fmt::Debug for Backends<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("images", &self.images.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct SolveOptions {
+    /// `--pull`: resolve every base image in the registry even when the store has it.
+    pub pull: bool,
     /// `--no-cache`: do every step (results are still recorded).
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (names or indexes) not to take from the cache.
@@ -185,6 +225,7 @@ pub struct SolveOptions {
 impl Default for SolveOptions {
     fn default() -> Self {
         Self {
+            pull: false,
             no_cache: false,
             no_cache_filter: Vec::new(),
             compression: Compression::default(),
@@ -265,7 +306,7 @@ pub fn solve(
     context: &Context,
     graph: &BuildGraph,
     options: &SolveOptions,
-    progress: &dyn Progress,
+    backends: &Backends<'_>,
 ) -> Result<Solved> {
     let _lease = store.lease()?;
     let platform = Platform {
@@ -280,7 +321,9 @@ pub fn solve(
         context,
         graph,
         options,
-        progress,
+        progress: backends.progress,
+        images: backends.images,
+        pulled: std::collections::BTreeMap::new(),
         platform,
         states: vec![None; graph.stages.len()],
         next_id: 0,
@@ -313,6 +356,9 @@ struct Solver<'a> {
     graph: &'a BuildGraph,
     options: &'a SolveOptions,
     progress: &'a dyn Progress,
+    images: Option<&'a dyn ImageSource>,
+    /// Base images resolved in this build (a name is pulled at most once per build).
+    pulled: std::collections::BTreeMap<String, Descriptor>,
     platform: Platform,
     states: Vec<Option<State>>,
     next_id: usize,
@@ -523,19 +569,7 @@ impl Solver<'_> {
 
     /// A base image from the local store, its layers unpacked as snapshots.
     fn base_image(&mut self, name: &str, stage: &Stage) -> Result<State> {
-        let tag = pybuild_store::normalize_tag(name);
-        let Some(desc) = self.store.resolve(&tag)? else {
-            return Err(Error::Step {
-                instruction: first_line(&stage.from.original),
-                span: stage.from.span,
-                message: format!("image {name:?} is not in the local store ({tag})"),
-                hint: Some(
-                    "build it first with `pybuild build -t NAME`, or `pybuild load -i FILE`; \
-                     pulling from registries is not available yet"
-                        .into(),
-                ),
-            });
-        };
+        let desc = self.find_image(name, stage)?;
         let image = self.store.image(&desc, Some(&self.platform))?;
         let diff_ids = &image.config.rootfs.diff_ids;
         if diff_ids.len() != image.manifest.layers.len() {
@@ -577,6 +611,50 @@ impl Solver<'_> {
             layers,
             created: None,
         })
+    }
+
+    /// The manifest of a base image: from the store, else (or always with `--pull`)
+    /// from the image source, tagged in the store under its local name.
+    fn find_image(&mut self, name: &str, stage: &Stage) -> Result<Descriptor> {
+        let local = match self.images {
+            Some(source) => source.local_name(name),
+            None => pybuild_store::normalize_tag(name),
+        };
+        if let Some(desc) = self.pulled.get(&local) {
+            return Ok(desc.clone());
+        }
+        let fail = |message: String, hint: Option<String>| Error::Step {
+            instruction: first_line(&stage.from.original),
+            span: stage.from.span,
+            message,
+            hint,
+        };
+        let from_store = if self.options.pull {
+            None
+        } else {
+            self.store.resolve(&local)?
+        };
+        let desc = match (from_store, self.images) {
+            (Some(desc), _) => desc,
+            (None, Some(source)) => {
+                let desc = source
+                    .pull(self.store, name, &self.platform)
+                    .map_err(|e| fail(format!("pulling {name}: {e}"), None))?;
+                self.store.set_tag(&local, &desc)?;
+                desc
+            }
+            (None, None) => {
+                return Err(fail(
+                    format!("image {name:?} is not in the local store ({local})"),
+                    Some(
+                        "build it first with `pybuild build -t NAME`, or `pybuild load -i FILE`"
+                            .into(),
+                    ),
+                ));
+            }
+        };
+        self.pulled.insert(local, desc.clone());
+        Ok(desc)
     }
 
     /// Unpack a layer blob into its snapshot unless it is there, checking the diff ID.

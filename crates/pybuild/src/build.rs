@@ -15,6 +15,7 @@ use pybuild_store::Store;
 pub use pybuild_layer::Compression;
 pub use pybuild_solver::{Event, NoProgress, Progress, SolveOptions};
 
+use crate::registry::{RegistrySettings, RegistrySource, local_name};
 use crate::{DockerfileSource, Error, PlanOptions, Result};
 
 /// Where an export goes.
@@ -35,6 +36,12 @@ pub enum Output {
     LocalDir(PathBuf),
     /// The root file system as a tar archive (`type=tar,dest=FILE`).
     RootfsTar(PathBuf),
+    /// The image pushed to a registry under each of these names (`--push`,
+    /// `type=image,push=true`, `type=registry`).
+    Push {
+        /// Full image references.
+        names: Vec<String>,
+    },
 }
 
 /// Everything a build needs.
@@ -57,6 +64,8 @@ pub struct BuildRequest {
     pub iidfile: Option<PathBuf>,
     /// `--metadata-file`: write BuildKit-style build metadata (JSON) here.
     pub metadata_file: Option<PathBuf>,
+    /// Registry settings for pulling base images and pushing.
+    pub registry: RegistrySettings,
 }
 
 /// What a build produced.
@@ -120,25 +129,53 @@ pub fn build(
         }
         context = context.with_stat_cache(file);
     }
-    let solved = pybuild_solver::solve(store, &context, &graph, &request.solve, progress).map_err(
-        |error| Error::Build {
+    let source = RegistrySource {
+        client: request.registry.client()?,
+    };
+    let backends = pybuild_solver::Backends {
+        progress,
+        images: Some(&source),
+    };
+    let solved = pybuild_solver::solve(store, &context, &graph, &request.solve, &backends)
+        .map_err(|error| Error::Build {
             name: request.dockerfile.name.clone(),
             text: request.dockerfile.text.clone(),
             error: Box::new(error),
-        },
-    )?;
+        })?;
 
     let mut tags = Vec::new();
     for output in &request.outputs {
         match output {
             Output::Store { names } => {
                 for name in names {
-                    let tag = pybuild_store::normalize_tag(name);
+                    let tag = local_name(name);
                     store.set_tag(&tag, &solved.manifest)?;
                     tags.push(tag);
                 }
             }
+            Output::Push { .. } => {}
             other => crate::export::write_output(store, &solved.manifest, &tags, other)?,
+        }
+    }
+    // Pushes last: the image is complete and tagged locally whatever the registry does.
+    let mut pushed = Vec::new();
+    for output in &request.outputs {
+        if let Output::Push { names } = output {
+            for name in names {
+                let reference = pybuild_registry::Reference::parse(name)?;
+                let (full, result) = crate::registry::push_descriptor(
+                    store,
+                    &request.registry,
+                    &solved.manifest,
+                    &reference,
+                    &pybuild_registry::NoProgress,
+                )?;
+                progress.event(&Event::Pushed {
+                    name: full.clone(),
+                    digest: result.digest.clone(),
+                });
+                pushed.push(full);
+            }
         }
     }
     if let Some(path) = &request.iidfile {
@@ -150,8 +187,9 @@ pub fn build(
             "containerimage.config.digest": solved.config_digest,
             "containerimage.descriptor": solved.manifest,
         });
-        if !tags.is_empty() {
-            meta["image.name"] = serde_json::Value::String(tags.join(","));
+        let names: Vec<String> = tags.iter().chain(&pushed).cloned().collect();
+        if !names.is_empty() {
+            meta["image.name"] = serde_json::Value::String(names.join(","));
         }
         let mut text = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         text.push(b'\n');

@@ -22,7 +22,7 @@ pub(crate) fn write_output(
 ) -> Result<()> {
     let named = [(image.clone(), tags.to_vec())];
     match output {
-        Output::Store { .. } => Ok(()),
+        Output::Store { .. } | Output::Push { .. } => Ok(()),
         Output::OciDir(dir) => Ok(pybuild_export::write_oci_layout_dir(store, &named, dir)?),
         Output::OciArchive(path) => write_archive(path, |out| {
             pybuild_export::write_oci_archive(store, &named, out).map(drop)

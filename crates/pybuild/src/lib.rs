@@ -16,6 +16,7 @@
 
 pub mod build;
 mod export;
+pub mod registry;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,10 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
+    /// A registry operation failed (the message names the registry and repository,
+    /// never credentials).
+    #[error(transparent)]
+    Registry(Box<pybuild_registry::Error>),
     /// Writing an output file failed.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -114,6 +119,12 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<pybuild_registry::Error> for Error {
+    fn from(error: pybuild_registry::Error) -> Self {
+        Error::Registry(Box::new(error))
+    }
 }
 
 impl Error {

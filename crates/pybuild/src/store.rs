@@ -15,7 +15,7 @@ use pybuild_oci::{Descriptor, Digest};
 use pybuild_store::normalize_tag;
 
 pub use pybuild_export::LoadedImage;
-pub use pybuild_store::{Problem, PruneOptions, PruneReport, Store, VerifyReport};
+pub use pybuild_store::{Problem, PruneOptions, PruneReport, Store, VerifyReport, host_platform};
 
 use crate::{Error, Result};
 

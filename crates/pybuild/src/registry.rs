@@ -1,0 +1,155 @@
+//! Registries as the build and the `pull`/`push`/`login`/`logout` commands use them:
+//! settings (the TOML file plus command-line mirrors), credentials (docker's
+//! `config.json`), and the image source the solver pulls missing base images from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pybuild_oci::{Descriptor, Platform};
+use pybuild_registry::{
+    Client, Credentials, DockerAuth, Progress as RegistryProgress, PushOptions, Reference,
+    RegistryConfig,
+};
+use pybuild_store::{BoxError, Store};
+
+use crate::{Error, Result};
+
+pub use pybuild_registry::NoProgress;
+
+/// The OCI platform of a planning platform (`--platform`).
+pub fn oci_platform(p: &crate::Platform) -> Platform {
+    Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        os_version: None,
+        os_features: Vec::new(),
+        variant: p.variant.clone(),
+    }
+}
+
+/// Registry settings for one run.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// `--config FILE` / `PYBUILD_CONFIG`; `None` looks in the default places.
+    pub config_file: Option<PathBuf>,
+    /// `--registry-mirror HOST=MIRROR`, tried before the settings file's mirrors.
+    pub mirrors: Vec<(String, String)>,
+}
+
+impl RegistrySettings {
+    /// A client for these settings, with docker's credentials.
+    pub fn client(&self) -> Result<Client> {
+        let mut config = RegistryConfig::load(self.config_file.as_deref())?;
+        for (host, mirror) in &self.mirrors {
+            config.add_mirror(host, mirror);
+        }
+        Ok(Client::new(
+            config,
+            Arc::new(DockerAuth::default_location()),
+        ))
+    }
+}
+
+/// The name an image is kept under in the local store: docker's short form with a tag
+/// (`python:3.11-slim` for `docker.io/library/python:3.11-slim`, `app:latest` for `app`),
+/// so every spelling of one reference finds the same image.
+pub fn local_name(name: &str) -> String {
+    match Reference::parse(name) {
+        Ok(reference) => pybuild_store::normalize_tag(&reference.familiar()),
+        Err(_) => pybuild_store::normalize_tag(name),
+    }
+}
+
+/// The solver's image source: pulls through a registry client.
+pub(crate) struct RegistrySource {
+    pub(crate) client: Client,
+}
+
+impl std::fmt::Debug for RegistrySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySource").finish_non_exhaustive()
+    }
+}
+
+impl pybuild_solver::ImageSource for RegistrySource {
+    fn local_name(&self, name: &str) -> String {
+        local_name(name)
+    }
+
+    fn pull(&self, store: &Store, name: &str, platform: &Platform) -> Result<Descriptor, BoxError> {
+        let reference = Reference::parse(name)?;
+        let pulled = pybuild_registry::pull(
+            &self.client,
+            store,
+            &reference,
+            platform,
+            &pybuild_registry::NoProgress,
+        )?;
+        Ok(pulled.descriptor)
+    }
+}
+
+/// `pybuild pull NAME`: fetch an image for `platform` and tag it locally.
+pub fn pull(
+    store: &Store,
+    settings: &RegistrySettings,
+    name: &str,
+    platform: &Platform,
+    progress: &dyn RegistryProgress,
+) -> Result<(String, Descriptor)> {
+    let reference = Reference::parse(name)?;
+    let client = settings.client()?;
+    let pulled = pybuild_registry::pull(&client, store, &reference, platform, progress)?;
+    let local = local_name(name);
+    store.set_tag(&local, &pulled.descriptor)?;
+    Ok((local, pulled.descriptor))
+}
+
+/// `pybuild push NAME [DEST]` and `build --push`: send a local image to a registry.
+/// Returns the pushed reference and the manifest digest the registry stored.
+pub fn push(
+    store: &Store,
+    settings: &RegistrySettings,
+    name: &str,
+    dest: Option<&str>,
+    progress: &dyn RegistryProgress,
+) -> Result<(String, pybuild_registry::PushResult)> {
+    let local = local_name(name);
+    let desc = store
+        .resolve(&local)?
+        .ok_or_else(|| Error::ImageNotFound { name: name.into() })?;
+    let reference = Reference::parse(dest.unwrap_or(name))?;
+    push_descriptor(store, settings, &desc, &reference, progress)
+}
+
+pub(crate) fn push_descriptor(
+    store: &Store,
+    settings: &RegistrySettings,
+    desc: &Descriptor,
+    reference: &Reference,
+    progress: &dyn RegistryProgress,
+) -> Result<(String, pybuild_registry::PushResult)> {
+    let client = settings.client()?;
+    let result = pybuild_registry::push(
+        &client,
+        store,
+        desc,
+        reference,
+        &PushOptions::default(),
+        progress,
+    )?;
+    Ok((reference.to_string(), result))
+}
+
+/// `pybuild login`: store the credentials in docker's `config.json` (where docker,
+/// podman and skopeo also read them). They are checked by the next pull or push.
+pub fn login(registry: &str, username: &str, password: &str) -> Result<PathBuf> {
+    let auth = DockerAuth::default_location();
+    auth.store_credentials(registry, &Credentials::basic(username, password))?;
+    Ok(auth.path().to_path_buf())
+}
+
+/// `pybuild logout`: forget the credentials for `registry`; whether there were any.
+pub fn logout(registry: &str) -> Result<bool> {
+    Ok(DockerAuth::default_location().remove_credentials(registry)?)
+}

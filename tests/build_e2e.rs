@@ -974,19 +974,30 @@ fn outputs() {
     }
 }
 
-/// (8) FROM an image that is not in the store.
+/// (8) FROM an image that is not in the store and cannot be pulled: the registry
+/// (a loopback port nobody listens on: tests never leave the machine) is named, with
+/// the Dockerfile line.
 #[test]
 fn from_missing_image() {
     let env = Env::new();
     let ctx = env.context(
         "ctx",
-        "# base\nFROM nosuch/image:1.0\nCOPY a /a\n",
+        "# base\nFROM 127.0.0.1:9/nosuch/image:1.0\nCOPY a /a\n",
         &[("a", "a")],
     );
     let stderr = assert_fails(&env.build(&ctx, "app", &[]));
     assert!(stderr.contains("Dockerfile:2"), "{stderr}");
-    assert!(stderr.contains("nosuch/image:1.0"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9/nosuch/image"), "{stderr}");
     assert!(stderr.contains("not in the local store"), "{stderr}");
+    let images = env.pybuild().args(["images", "-q"]).output().unwrap();
+    assert_success(&images, "images");
+    // Only the busybox base: the failed build tagged nothing.
+    assert_eq!(
+        text(&images.stdout).lines().count(),
+        1,
+        "{}",
+        text(&images.stdout)
+    );
 }
 
 /// (9) kill -9 in the middle of a build leaves no tag to a partial image, and

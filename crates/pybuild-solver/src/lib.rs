@@ -639,7 +639,12 @@ impl Solver<'_> {
             (None, Some(source)) => {
                 let desc = source
                     .pull(self.store, name, &self.platform)
-                    .map_err(|e| fail(format!("pulling {name}: {e}"), None))?;
+                    .map_err(|e| {
+                        fail(
+                            format!("image {name:?} is not in the local store and pulling it failed: {e}"),
+                            Some("check the registry is reachable; behind a mirror, use --registry-mirror HOST=MIRROR or the config file's mirrors".into()),
+                        )
+                    })?;
                 self.store.set_tag(&local, &desc)?;
                 desc
             }

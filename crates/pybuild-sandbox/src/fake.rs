@@ -20,13 +20,21 @@ pub struct FakeRun {
 
 impl Default for FakeRun {
     fn default() -> Self {
-        Self { files: Vec::new(), stdout: Vec::new(), stderr: Vec::new(), status: ExitStatus::Code(0) }
+        Self {
+            files: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            status: ExitStatus::Code(0),
+        }
     }
 }
 
 impl FakeRun {
     pub fn status(status: ExitStatus) -> Self {
-        Self { status, ..Self::default() }
+        Self {
+            status,
+            ..Self::default()
+        }
     }
     pub fn file(mut self, path: &str, contents: impl Into<Vec<u8>>) -> Self {
         self.files.push((path.to_string(), contents.into()));
@@ -57,7 +65,10 @@ impl FakeSandbox {
 
     /// Appends a run to the script.
     pub fn push(&self, run: FakeRun) -> &Self {
-        self.script.lock().unwrap_or_else(|e| e.into_inner()).push_back(run);
+        self.script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(run);
         self
     }
 
@@ -69,24 +80,40 @@ impl FakeSandbox {
 
 fn emit(bytes: &[u8], stderr: bool, output: &mut dyn FnMut(Output<'_>)) {
     for line in bytes.split_inclusive(|&b| b == b'\n') {
-        output(if stderr { Output::Stderr(line) } else { Output::Stdout(line) });
+        output(if stderr {
+            Output::Stderr(line)
+        } else {
+            Output::Stdout(line)
+        });
     }
 }
 
 impl Sandbox for FakeSandbox {
     fn run(&self, spec: &RunSpec, output: &mut dyn FnMut(Output<'_>)) -> Result<ExitStatus, Error> {
-        self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(spec.clone());
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(spec.clone());
         if spec.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let run = self.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front().unwrap_or_default();
+        let run = self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .unwrap_or_default();
         for (path, contents) in &run.files {
             let rel = std::path::Path::new(path.trim_start_matches('/'));
             if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
                 return Err(Error::InvalidSpec(format!("fake file path {path:?}")));
             }
             let target = spec.upper_dir.join(rel);
-            let io = |source| Error::Prepare { what: "write fake file", path: target.clone(), source };
+            let io = |source| Error::Prepare {
+                what: "write fake file",
+                path: target.clone(),
+                source,
+            };
             if let Some(parent) = target.parent() {
                 fs::create_dir_all(parent).map_err(io)?;
             }
@@ -106,8 +133,16 @@ mod tests {
     fn plays_the_script_and_records_specs() {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeSandbox::new();
-        fake.push(FakeRun::status(ExitStatus::Code(3)).file("/etc/x", "hi").stdout("a\nb"));
-        let spec = RunSpec { upper_dir: dir.path().to_path_buf(), args: vec!["true".into()], ..RunSpec::default() };
+        fake.push(
+            FakeRun::status(ExitStatus::Code(3))
+                .file("/etc/x", "hi")
+                .stdout("a\nb"),
+        );
+        let spec = RunSpec {
+            upper_dir: dir.path().to_path_buf(),
+            args: vec!["true".into()],
+            ..RunSpec::default()
+        };
         let mut out = Vec::new();
         let st = fake
             .run(&spec, &mut |o| {
@@ -122,6 +157,9 @@ mod tests {
         assert_eq!(fake.run(&spec, &mut |_| {}).unwrap(), ExitStatus::Code(0));
         assert_eq!(fake.runs().len(), 2);
         spec.cancel.cancel();
-        assert!(matches!(fake.run(&spec, &mut |_| {}), Err(Error::Cancelled)));
+        assert!(matches!(
+            fake.run(&spec, &mut |_| {}),
+            Err(Error::Cancelled)
+        ));
     }
 }

@@ -88,7 +88,11 @@ impl Sandbox for NamespaceSandbox {
         let tmp = tempfile::Builder::new()
             .prefix("pybuild-sandbox-")
             .tempdir()
-            .map_err(|source| Error::Prepare { what: "create a temporary dir in", path: std::env::temp_dir(), source })?;
+            .map_err(|source| Error::Prepare {
+                what: "create a temporary dir in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let prep = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Prepare { what, path, source }
@@ -139,8 +143,10 @@ impl Sandbox for NamespaceSandbox {
         };
         let json = serde_json::to_vec(&wire).map_err(|e| Error::Protocol(e.to_string()))?;
 
-        let (ours, theirs) = UnixStream::pair()
-            .map_err(|source| Error::Spawn { program: self.init_program.clone(), source })?;
+        let (ours, theirs) = UnixStream::pair().map_err(|source| Error::Spawn {
+            program: self.init_program.clone(),
+            source,
+        })?;
         let mut cmd = Command::new(&self.init_program);
         cmd.arg0("pybuild-init")
             .arg(INIT_ARG)
@@ -148,13 +154,19 @@ impl Sandbox for NamespaceSandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child =
-            cmd.spawn().map_err(|source| Error::Spawn { program: self.init_program.clone(), source })?;
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: self.init_program.clone(),
+            source,
+        })?;
         drop(cmd);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let pgid = Pid::from_raw(child.id() as i32);
-        let mut reaper = Reaper { child, pgid, status: None };
+        let mut reaper = Reaper {
+            child,
+            pgid,
+            status: None,
+        };
 
         let mut reports = Vec::new();
         let mut cancelled = false;
@@ -187,11 +199,18 @@ impl Sandbox for NamespaceSandbox {
             }
             reaper.wait()
         });
-        let status = status.map_err(|source| Error::Spawn { program: self.init_program.clone(), source })?;
+        let status = status.map_err(|source| Error::Spawn {
+            program: self.init_program.clone(),
+            source,
+        })?;
 
         let reports: Vec<Report> = reports
             .iter()
-            .map(|l| serde_json::from_slice(l).map_err(|e| Error::Protocol(format!("bad report {:?}: {e}", String::from_utf8_lossy(l)))))
+            .map(|l| {
+                serde_json::from_slice(l).map_err(|e| {
+                    Error::Protocol(format!("bad report {:?}: {e}", String::from_utf8_lossy(l)))
+                })
+            })
             .collect::<Result<_, _>>()?;
         remove_stubs(&spec.upper_dir, &reports)?;
         drop(tmp);
@@ -204,13 +223,19 @@ impl Sandbox for NamespaceSandbox {
             match r {
                 Report::Error { step, errno } => return Err(Error::Setup { step, errno }),
                 Report::NotFound { program } => return Err(Error::CommandNotFound { program }),
-                Report::ExecFailed { program, errno } => return Err(Error::Exec { program, errno }),
+                Report::ExecFailed { program, errno } => {
+                    return Err(Error::Exec { program, errno });
+                }
                 Report::Exit { code: Some(c), .. } => exit = Some(ExitStatus::Code(c)),
-                Report::Exit { signal: Some(s), .. } => exit = Some(ExitStatus::Signal(s)),
+                Report::Exit {
+                    signal: Some(s), ..
+                } => exit = Some(ExitStatus::Signal(s)),
                 _ => {}
             }
         }
-        exit.ok_or_else(|| Error::InitDied { status: status.to_string() })
+        exit.ok_or_else(|| Error::InitDied {
+            status: status.to_string(),
+        })
     }
 }
 
@@ -267,9 +292,15 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
         return bad(format!("working directory {:?} is not absolute", spec.cwd));
     }
     if spec.hostname.len() > 64 {
-        return bad(format!("hostname {:?} is longer than 64 bytes", spec.hostname));
+        return bad(format!(
+            "hostname {:?} is longer than 64 bytes",
+            spec.hostname
+        ));
     }
-    let overlay_dirs = spec.lower_dirs.iter().chain([&spec.upper_dir, &spec.work_dir]);
+    let overlay_dirs = spec
+        .lower_dirs
+        .iter()
+        .chain([&spec.upper_dir, &spec.work_dir]);
     for d in overlay_dirs {
         let s = d.to_string_lossy();
         if !d.is_absolute() {
@@ -277,7 +308,10 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
         }
         // The overlay option syntax separates with ',' and ':'.
         if s.contains([',', ':', '\\', '\n']) {
-            return bad(format!("overlay dir {} contains ',', ':' or '\\\\'", d.display()));
+            return bad(format!(
+                "overlay dir {} contains ',', ':' or '\\\\'",
+                d.display()
+            ));
         }
         if !d.is_dir() {
             return bad(format!("overlay dir {} is not a directory", d.display()));
@@ -285,8 +319,19 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
     }
     match fs::read_dir(&spec.upper_dir).map(|mut r| r.next().is_none()) {
         Ok(true) => {}
-        Ok(false) => return bad(format!("upper dir {} is not empty", spec.upper_dir.display())),
-        Err(source) => return Err(Error::Prepare { what: "read", path: spec.upper_dir.clone(), source }),
+        Ok(false) => {
+            return bad(format!(
+                "upper dir {} is not empty",
+                spec.upper_dir.display()
+            ));
+        }
+        Err(source) => {
+            return Err(Error::Prepare {
+                what: "read",
+                path: spec.upper_dir.clone(),
+                source,
+            });
+        }
     }
     for m in &spec.mounts {
         let target = match m {
@@ -298,8 +343,14 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
             }
             Mount::Tmpfs { target, .. } => target,
         };
-        if !target.starts_with('/') || Path::new(target).components().any(|c| c == Component::ParentDir) {
-            return bad(format!("mount target {target:?} must be absolute, without `..`"));
+        if !target.starts_with('/')
+            || Path::new(target)
+                .components()
+                .any(|c| c == Component::ParentDir)
+        {
+            return bad(format!(
+                "mount target {target:?} must be absolute, without `..`"
+            ));
         }
     }
     Ok(())
@@ -311,7 +362,8 @@ fn validate(spec: &RunSpec) -> Result<(), Error> {
 fn remove_stubs(upper: &Path, reports: &[Report]) -> Result<(), Error> {
     let within = |p: &str| -> Option<PathBuf> {
         let rel = Path::new(p);
-        (!p.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)))).then(|| upper.join(rel))
+        (!p.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_))))
+            .then(|| upper.join(rel))
     };
     let cleanup = |path: &Path| {
         let path = path.to_path_buf();
@@ -321,17 +373,26 @@ fn remove_stubs(upper: &Path, reports: &[Report]) -> Result<(), Error> {
         match r {
             Report::Stub { path, dir } => {
                 let Some(p) = within(path) else { continue };
-                let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+                let Ok(meta) = fs::symlink_metadata(&p) else {
+                    continue;
+                };
                 if *dir && meta.is_dir() {
                     remove_empty_dir(&p).map_err(cleanup(&p))?;
                 } else if !*dir && meta.is_file() && meta.len() == 0 {
                     fs::remove_file(&p).map_err(cleanup(&p))?;
                 }
             }
-            Report::CopiedUp { path, mode, uid, gid } => {
+            Report::CopiedUp {
+                path,
+                mode,
+                uid,
+                gid,
+            } => {
                 use std::os::unix::fs::MetadataExt;
                 let Some(p) = within(path) else { continue };
-                let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+                let Ok(meta) = fs::symlink_metadata(&p) else {
+                    continue;
+                };
                 let unchanged = meta.is_dir()
                     && meta.mode() & 0o7777 == *mode
                     && meta.uid() == *uid
@@ -350,7 +411,12 @@ fn remove_stubs(upper: &Path, reports: &[Report]) -> Result<(), Error> {
 /// `rmdir`, where "not empty" is not an error.
 fn remove_empty_dir(p: &Path) -> io::Result<()> {
     match fs::remove_dir(p) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOTEMPTY)
+                || e.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            Ok(())
+        }
         r => r,
     }
 }

@@ -50,7 +50,10 @@ trait Step<T> {
 }
 impl<T, E: RawErrno> Step<T> for Result<T, E> {
     fn step(self, what: impl FnOnce() -> String) -> Result<T, Failure> {
-        self.map_err(|e| Failure { step: what(), errno: e.raw() })
+        self.map_err(|e| Failure {
+            step: what(),
+            errno: e.raw(),
+        })
     }
 }
 
@@ -59,7 +62,9 @@ struct Reporter(OwnedFd);
 
 impl Reporter {
     fn send(&self, report: &Report) {
-        let Ok(mut line) = serde_json::to_vec(report) else { return };
+        let Ok(mut line) = serde_json::to_vec(report) else {
+            return;
+        };
         line.push(b'\n');
         let mut buf = &line[..];
         while !buf.is_empty() {
@@ -72,7 +77,10 @@ impl Reporter {
     }
 
     fn fail(&self, f: Failure) {
-        self.send(&Report::Error { step: f.step, errno: f.errno });
+        self.send(&Report::Error {
+            step: f.step,
+            errno: f.errno,
+        });
     }
 }
 
@@ -107,8 +115,10 @@ fn read_spec(rep: &Reporter) -> Result<WireSpec, Failure> {
             Err(e) => return Err(e).step(|| "read the spec".into()),
         }
     }
-    serde_json::from_slice(&buf)
-        .map_err(|_| Failure { step: "parse the spec".into(), errno: libc::EINVAL })
+    serde_json::from_slice(&buf).map_err(|_| Failure {
+        step: "parse the spec".into(),
+        errno: libc::EINVAL,
+    })
 }
 
 /// The outer init: namespaces, then fork PID 1 and wait for it.
@@ -123,7 +133,10 @@ fn outer(rep: &Reporter) -> Result<i32, Failure> {
     // Die with the caller; and if it is already gone, do nothing at all.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
-    if rustix::process::getppid().map(Pid::as_raw_nonzero).map(|p| p.get()) != Some(spec.caller_pid)
+    if rustix::process::getppid()
+        .map(Pid::as_raw_nonzero)
+        .map(|p| p.get())
+        != Some(spec.caller_pid)
     {
         return Ok(SETUP_FAILED);
     }
@@ -139,14 +152,16 @@ fn outer(rep: &Reporter) -> Result<i32, Failure> {
     }
     // SAFETY: the process is single-threaded and CLONE_FILES is not among the flags, so
     // no thread can observe a file descriptor table it does not share.
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-        .step(|| format!("unshare({flags:?})"))?;
-    rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-        .step(|| "make / recursively private".into())?;
+    unsafe { rustix::thread::unshare_unsafe(flags) }.step(|| format!("unshare({flags:?})"))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .step(|| "make / recursively private".into())?;
 
     sys::take_over_signals().step(|| "block signals".into())?;
-    let (alive_r, alive_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .step(|| "pipe".into())?;
+    let (alive_r, alive_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).step(|| "pipe".into())?;
     match sys::fork().step(|| "fork PID 1 of the new PID namespace".into())? {
         None => {
             drop(alive_w);
@@ -206,8 +221,14 @@ fn pid1(spec: &WireSpec, rep: &Reporter, alive: OwnedFd) -> ! {
             .step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
         // The outer init holds the pipe's write end: EOF means it died before the
         // death signal was armed.
-        let mut fds = [rustix::event::PollFd::new(&alive, rustix::event::PollFlags::IN)];
-        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut fds = [rustix::event::PollFd::new(
+            &alive,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         rustix::event::poll(&mut fds, Some(&zero)).step(|| "poll".into())?;
         if !fds[0].revents().is_empty() {
             return Ok(SETUP_FAILED);
@@ -225,7 +246,10 @@ fn pid1(spec: &WireSpec, rep: &Reporter, alive: OwnedFd) -> ! {
 }
 
 fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, Failure> {
-    CString::new(s).map_err(|_| Failure { step: format!("{what} contains a NUL byte"), errno: libc::EINVAL })
+    CString::new(s).map_err(|_| Failure {
+        step: format!("{what} contains a NUL byte"),
+        errno: libc::EINVAL,
+    })
 }
 
 /// The overlay's option string, with `dirs` = lowers..., upper, work.
@@ -272,8 +296,14 @@ fn mount_overlay(spec: &WireSpec) -> Result<(), Failure> {
         }
     }
     let data = cstring(data, "overlay options")?;
-    rustix::mount::mount("overlay", &spec.merged_dir, "overlay", MountFlags::empty(), Some(data.as_c_str()))
-        .step(|| format!("mount overlay on {}", spec.merged_dir.display()))
+    rustix::mount::mount(
+        "overlay",
+        &spec.merged_dir,
+        "overlay",
+        MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .step(|| format!("mount overlay on {}", spec.merged_dir.display()))
 }
 
 fn common_parent(paths: &[&Path]) -> PathBuf {
@@ -310,7 +340,10 @@ impl Stubs<'_> {
     fn file(&self, target: &str) -> Result<(), Failure> {
         let parts = components(target)?;
         let Some((last, parents)) = parts.split_last() else {
-            return Err(Failure { step: format!("mount target {target:?} is the root"), errno: libc::EINVAL });
+            return Err(Failure {
+                step: format!("mount target {target:?} is the root"),
+                errno: libc::EINVAL,
+            });
         };
         let mut cur = PathBuf::from("/");
         for part in parents {
@@ -323,9 +356,10 @@ impl Stubs<'_> {
 
     fn ensure(&self, path: &Path, dir: bool) -> Result<(), Failure> {
         match fs::metadata(path) {
-            Ok(m) if dir && !m.is_dir() => {
-                Err(Failure { step: format!("mount point {} is not a directory", path.display()), errno: libc::ENOTDIR })
-            }
+            Ok(m) if dir && !m.is_dir() => Err(Failure {
+                step: format!("mount point {} is not a directory", path.display()),
+                errno: libc::ENOTDIR,
+            }),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if fs::symlink_metadata(path).is_ok() {
@@ -345,7 +379,10 @@ impl Stubs<'_> {
         let name = path.file_name().unwrap_or_default();
         let real_parent =
             fs::canonicalize(parent).step(|| format!("resolve {}", parent.display()))?;
-        let rel_parent = real_parent.strip_prefix("/").unwrap_or(&real_parent).to_path_buf();
+        let rel_parent = real_parent
+            .strip_prefix("/")
+            .unwrap_or(&real_parent)
+            .to_path_buf();
         // Lower directories that are not in the upper dir yet get copied up now.
         let mut missing = Vec::new();
         let mut a = PathBuf::new();
@@ -378,7 +415,10 @@ impl Stubs<'_> {
                 });
             }
         }
-        self.rep.send(&Report::Stub { path: rel_parent.join(name).to_string_lossy().into_owned(), dir });
+        self.rep.send(&Report::Stub {
+            path: rel_parent.join(name).to_string_lossy().into_owned(),
+            dir,
+        });
         Ok(())
     }
 }
@@ -387,14 +427,22 @@ impl Stubs<'_> {
 fn components(target: &str) -> Result<Vec<String>, Failure> {
     let p = Path::new(target);
     if !p.is_absolute() {
-        return Err(Failure { step: format!("mount target {target:?} is not absolute"), errno: libc::EINVAL });
+        return Err(Failure {
+            step: format!("mount target {target:?} is not absolute"),
+            errno: libc::EINVAL,
+        });
     }
     let mut out = Vec::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
             Component::RootDir | Component::CurDir => {}
-            _ => return Err(Failure { step: format!("mount target {target:?} contains `..`"), errno: libc::EINVAL }),
+            _ => {
+                return Err(Failure {
+                    step: format!("mount target {target:?} contains `..`"),
+                    errno: libc::EINVAL,
+                });
+            }
         }
     }
     Ok(out)
@@ -406,12 +454,19 @@ fn clone_tree(source: &Path, recursive: bool) -> Result<OwnedFd, Failure> {
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    rustix::mount::open_tree(CWD, source, flags).step(|| format!("open_tree (bind source) {}", source.display()))
+    rustix::mount::open_tree(CWD, source, flags)
+        .step(|| format!("open_tree (bind source) {}", source.display()))
 }
 
 fn attach(tree: &OwnedFd, target: &str) -> Result<(), Failure> {
-    rustix::mount::move_mount(tree.as_fd(), "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
-        .step(|| format!("bind mount on {target}"))
+    rustix::mount::move_mount(
+        tree.as_fd(),
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .step(|| format!("bind mount on {target}"))
 }
 
 fn mount_fs(fstype: &str, target: &str, flags: MountFlags, data: &str) -> Result<(), Failure> {
@@ -422,8 +477,12 @@ fn mount_fs(fstype: &str, target: &str, flags: MountFlags, data: &str) -> Result
 
 fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
     mount_overlay(spec)?;
-    let upper = rustix::fs::open(&spec.upper_dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .step(|| format!("open {}", spec.upper_dir.display()))?;
+    let upper = rustix::fs::open(
+        &spec.upper_dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .step(|| format!("open {}", spec.upper_dir.display()))?;
 
     // Bind sources are cloned while the host tree is reachable; they are attached
     // after pivot_root. (A plain bind from the old root would fail once it is detached:
@@ -438,13 +497,23 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
             Err(f) => return Err(f),
         }
     }
-    let resolv = spec.resolv_conf.as_deref().map(|p| clone_tree(p, false)).transpose()?;
-    let hosts = spec.hosts.as_deref().map(|p| clone_tree(p, false)).transpose()?;
+    let resolv = spec
+        .resolv_conf
+        .as_deref()
+        .map(|p| clone_tree(p, false))
+        .transpose()?;
+    let hosts = spec
+        .hosts
+        .as_deref()
+        .map(|p| clone_tree(p, false))
+        .transpose()?;
     let mut extra = Vec::new();
     for m in &spec.mounts {
         extra.push(match m {
             Mount::Bind { source, .. } => {
-                let is_dir = fs::metadata(source).step(|| format!("stat bind source {}", source.display()))?.is_dir();
+                let is_dir = fs::metadata(source)
+                    .step(|| format!("stat bind source {}", source.display()))?
+                    .is_dir();
                 Some((clone_tree(source, true)?, is_dir))
             }
             Mount::Tmpfs { .. } => None,
@@ -453,8 +522,10 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
 
     // pivot_root(".", "."): the old root ends up stacked on top of the new one and is
     // detached right away (pivot_root(2), NOTES).
-    rustix::process::chdir(&spec.merged_dir).step(|| format!("chdir to {}", spec.merged_dir.display()))?;
-    rustix::process::pivot_root(".", ".").step(|| format!("pivot_root into {}", spec.merged_dir.display()))?;
+    rustix::process::chdir(&spec.merged_dir)
+        .step(|| format!("chdir to {}", spec.merged_dir.display()))?;
+    rustix::process::pivot_root(".", ".")
+        .step(|| format!("pivot_root into {}", spec.merged_dir.display()))?;
     rustix::mount::unmount(".", UnmountFlags::DETACH).step(|| "detach the old root".into())?;
     rustix::process::chdir("/").step(|| "chdir to /".into())?;
 
@@ -465,10 +536,20 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
     // ROOTLESS: with the host's network namespace, sysfs cannot be mounted in a user
     // namespace; bind the host's /sys read-only (cloned above) instead.
     stubs.dir("/sys")?;
-    mount_fs("sysfs", "/sys", nosuid_nodev_noexec | MountFlags::RDONLY, "")?;
+    mount_fs(
+        "sysfs",
+        "/sys",
+        nosuid_nodev_noexec | MountFlags::RDONLY,
+        "",
+    )?;
 
     stubs.dir("/dev")?;
-    mount_fs("tmpfs", "/dev", MountFlags::NOSUID | MountFlags::STRICTATIME, "mode=755,size=65536k")?;
+    mount_fs(
+        "tmpfs",
+        "/dev",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
     for (name, tree) in &dev_trees {
         let target = format!("/dev/{name}");
         fs::OpenOptions::new()
@@ -479,11 +560,26 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
             .step(|| format!("create {target}"))?;
         attach(tree, &target)?;
     }
-    let mkdir = |p: &str, mode: u32| fs::DirBuilder::new().mode(mode).create(p).step(|| format!("mkdir {p}"));
+    let mkdir = |p: &str, mode: u32| {
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(p)
+            .step(|| format!("mkdir {p}"))
+    };
     mkdir("/dev/pts", 0o755)?;
-    mount_fs("devpts", "/dev/pts", MountFlags::NOSUID | MountFlags::NOEXEC, "newinstance,ptmxmode=0666,mode=0620")?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
     mkdir("/dev/shm", 0o1777)?;
-    mount_fs("tmpfs", "/dev/shm", nosuid_nodev_noexec, "mode=1777,size=65536k")?;
+    mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        nosuid_nodev_noexec,
+        "mode=1777,size=65536k",
+    )?;
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
@@ -503,8 +599,17 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
 
     for (m, tree) in spec.mounts.iter().zip(&extra) {
         match (m, tree) {
-            (Mount::Bind { target, readonly, .. }, Some((tree, is_dir))) => {
-                if *is_dir { stubs.dir(target)? } else { stubs.file(target)? }
+            (
+                Mount::Bind {
+                    target, readonly, ..
+                },
+                Some((tree, is_dir)),
+            ) => {
+                if *is_dir {
+                    stubs.dir(target)?
+                } else {
+                    stubs.file(target)?
+                }
                 attach(tree, target)?;
                 if *readonly {
                     rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
@@ -514,7 +619,12 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
             (Mount::Tmpfs { target, size }, _) => {
                 stubs.dir(target)?;
                 let opts = size.map(|s| format!("size={s}")).unwrap_or_default();
-                mount_fs("tmpfs", target, MountFlags::NOSUID | MountFlags::NODEV, &opts)?;
+                mount_fs(
+                    "tmpfs",
+                    target,
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    &opts,
+                )?;
             }
             _ => {}
         }
@@ -531,10 +641,21 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
     make_cwd(&spec.cwd, spec.uid, spec.gid)?;
 
     // Everything the command's process needs, prepared before forking it.
-    let argv: Vec<CString> = spec.args.iter().map(|a| cstring(a.as_str(), "argument")).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = spec.env.iter().map(|e| cstring(e.as_str(), "environment entry")).collect::<Result<_, _>>()?;
+    let argv: Vec<CString> = spec
+        .args
+        .iter()
+        .map(|a| cstring(a.as_str(), "argument"))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|e| cstring(e.as_str(), "environment entry"))
+        .collect::<Result<_, _>>()?;
     let stdin = match &spec.stdin {
-        Some(bytes) => Some((rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).step(|| "pipe".into())?, bytes)),
+        Some(bytes) => Some((
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).step(|| "pipe".into())?,
+            bytes,
+        )),
         None => None,
     };
 
@@ -547,7 +668,10 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
             if let Some(((r, w), bytes)) = stdin {
                 drop(r);
                 // A writer process, so a large stdin cannot block the init.
-                if sys::fork().step(|| "fork the stdin writer".into())?.is_none() {
+                if sys::fork()
+                    .step(|| "fork the stdin writer".into())?
+                    .is_none()
+                {
                     let mut buf = &bytes[..];
                     while !buf.is_empty() {
                         match rustix::io::write(&w, buf) {
@@ -578,18 +702,33 @@ fn make_cwd(cwd: &str, uid: u32, gid: u32) -> Result<(), Failure> {
         cur.push(part);
         match fs::metadata(&cur) {
             Ok(m) if m.is_dir() => continue,
-            Ok(_) => return Err(Failure { step: format!("working directory {}: not a directory", cur.display()), errno: libc::ENOTDIR }),
+            Ok(_) => {
+                return Err(Failure {
+                    step: format!("working directory {}: not a directory", cur.display()),
+                    errno: libc::ENOTDIR,
+                });
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).step(|| format!("stat working directory {}", cur.display())),
         }
-        fs::DirBuilder::new().mode(0o755).create(&cur).step(|| format!("create working directory {}", cur.display()))?;
-        std::os::unix::fs::lchown(&cur, Some(uid), Some(gid)).step(|| format!("chown working directory {}", cur.display()))?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&cur)
+            .step(|| format!("create working directory {}", cur.display()))?;
+        std::os::unix::fs::lchown(&cur, Some(uid), Some(gid))
+            .step(|| format!("chown working directory {}", cur.display()))?;
     }
     Ok(())
 }
 
 /// The command's process: identity, stdin, cwd, `PATH` search, `execve`.
-fn exec_command(spec: &WireSpec, rep: &Reporter, stdin: Option<OwnedFd>, argv: &[CString], envp: &[CString]) -> ! {
+fn exec_command(
+    spec: &WireSpec,
+    rep: &Reporter,
+    stdin: Option<OwnedFd>,
+    argv: &[CString],
+    envp: &[CString],
+) -> ! {
     let fail = |f: Failure| -> ! {
         rep.fail(f);
         sys::exit_now(SETUP_FAILED)
@@ -598,21 +737,40 @@ fn exec_command(spec: &WireSpec, rep: &Reporter, stdin: Option<OwnedFd>, argv: &
     let _ = rustix::process::setsid();
     if let Some(r) = stdin {
         if let Err(e) = rustix::stdio::dup2_stdin(&r) {
-            fail(Failure { step: "dup stdin".into(), errno: e.raw_os_error() });
+            fail(Failure {
+                step: "dup stdin".into(),
+                errno: e.raw_os_error(),
+            });
         }
     }
-    let groups: Vec<rustix::fs::Gid> = spec.additional_gids.iter().map(|g| rustix::fs::Gid::from_raw(*g)).collect();
+    let groups: Vec<rustix::fs::Gid> = spec
+        .additional_gids
+        .iter()
+        .map(|g| rustix::fs::Gid::from_raw(*g))
+        .collect();
     if let Err(e) = rustix::thread::set_thread_groups(&groups) {
-        fail(Failure { step: format!("setgroups {:?}", spec.additional_gids), errno: e.raw_os_error() });
+        fail(Failure {
+            step: format!("setgroups {:?}", spec.additional_gids),
+            errno: e.raw_os_error(),
+        });
     }
     if let Err(e) = rustix::thread::set_thread_gid(rustix::fs::Gid::from_raw(spec.gid)) {
-        fail(Failure { step: format!("setgid {}", spec.gid), errno: e.raw_os_error() });
+        fail(Failure {
+            step: format!("setgid {}", spec.gid),
+            errno: e.raw_os_error(),
+        });
     }
     if let Err(e) = rustix::thread::set_thread_uid(rustix::fs::Uid::from_raw(spec.uid)) {
-        fail(Failure { step: format!("setuid {}", spec.uid), errno: e.raw_os_error() });
+        fail(Failure {
+            step: format!("setuid {}", spec.uid),
+            errno: e.raw_os_error(),
+        });
     }
     if let Err(e) = rustix::process::chdir(spec.cwd.as_str()) {
-        fail(Failure { step: format!("chdir to {}", spec.cwd), errno: e.raw_os_error() });
+        fail(Failure {
+            step: format!("chdir to {}", spec.cwd),
+            errno: e.raw_os_error(),
+        });
     }
 
     let program = spec.args[0].clone();
@@ -633,7 +791,10 @@ fn exec_command(spec: &WireSpec, rep: &Reporter, stdin: Option<OwnedFd>, argv: &
     };
     let cpath = match CString::new(path.into_os_string().into_encoded_bytes()) {
         Ok(c) => c,
-        Err(_) => fail(Failure { step: "program path contains a NUL byte".into(), errno: libc::EINVAL }),
+        Err(_) => fail(Failure {
+            step: "program path contains a NUL byte".into(),
+            errno: libc::EINVAL,
+        }),
     };
     let err = sys::execve(&cpath, argv, envp);
     let errno = err.raw();

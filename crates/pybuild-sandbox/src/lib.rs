@@ -148,7 +148,11 @@ pub enum Network {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mount {
     /// Recursive bind of a host file or directory onto `target` (absolute in the image).
-    Bind { source: PathBuf, target: String, readonly: bool },
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
     /// A fresh tmpfs on `target`, `size` in bytes (kernel default: half of RAM).
     Tmpfs { target: String, size: Option<u64> },
 }
@@ -214,8 +218,7 @@ impl CancelToken {
 pub trait Sandbox: Send + Sync {
     /// Runs `spec.args` and streams its output to `output`; returns how it ended. A
     /// non-zero exit is `Ok`; `Err` means the step could not run (or was cancelled).
-    fn run(&self, spec: &RunSpec, output: &mut dyn FnMut(Output<'_>))
-    -> Result<ExitStatus, Error>;
+    fn run(&self, spec: &RunSpec, output: &mut dyn FnMut(Output<'_>)) -> Result<ExitStatus, Error>;
 }
 
 /// Why a step could not run.
@@ -224,9 +227,16 @@ pub enum Error {
     #[error("invalid run spec: {0}")]
     InvalidSpec(String),
     #[error("prepare sandbox: {what} {path}: {source}")]
-    Prepare { what: &'static str, path: PathBuf, source: std::io::Error },
+    Prepare {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("start sandbox init {program}: {source}")]
-    Spawn { program: PathBuf, source: std::io::Error },
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
     /// A setup step inside the sandbox failed, e.g. `mount overlay on /tmp/x/merged`.
     #[error("sandbox setup: {step}: {}", errno_text(*.errno))]
     Setup { step: String, errno: i32 },
@@ -243,15 +253,20 @@ pub enum Error {
     #[error("sandbox protocol: {0}")]
     Protocol(String),
     #[error("remove mount-point stub {path} from the upper dir: {source}")]
-    Cleanup { path: PathBuf, source: std::io::Error },
+    Cleanup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// The exit code a shell would give for this failure, if it is an exec failure:
-    /// 127 for a command not found, 126 for one that cannot be executed.
+    /// 127 for a command not found (also a path that does not exist), 126 for one that
+    /// cannot be executed.
     pub fn exit_code(&self) -> Option<i32> {
         match self {
             Error::CommandNotFound { .. } => Some(127),
+            Error::Exec { errno, .. } if *errno == libc::ENOENT => Some(127),
             Error::Exec { .. } => Some(126),
             _ => None,
         }
@@ -286,7 +301,11 @@ fn errno_text(errno: i32) -> String {
     };
     let desc = std::io::Error::from_raw_os_error(errno).to_string();
     let desc = desc.split(" (os error").next().unwrap_or(&desc).to_string();
-    if name.is_empty() { format!("errno {errno} ({desc})") } else { format!("{name} ({desc})") }
+    if name.is_empty() {
+        format!("errno {errno} ({desc})")
+    } else {
+        format!("{name} ({desc})")
+    }
 }
 
 #[cfg(test)]
@@ -303,10 +322,21 @@ mod tests {
 
     #[test]
     fn errors_read_well() {
-        let e = Error::Setup { step: "mount overlay on /m".into(), errno: libc::EINVAL };
-        assert_eq!(e.to_string(), "sandbox setup: mount overlay on /m: EINVAL (Invalid argument)");
-        let e = Error::CommandNotFound { program: "foo".into() };
-        assert_eq!(e.to_string(), "exec: \"foo\": executable file not found in $PATH");
+        let e = Error::Setup {
+            step: "mount overlay on /m".into(),
+            errno: libc::EINVAL,
+        };
+        assert_eq!(
+            e.to_string(),
+            "sandbox setup: mount overlay on /m: EINVAL (Invalid argument)"
+        );
+        let e = Error::CommandNotFound {
+            program: "foo".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "exec: \"foo\": executable file not found in $PATH"
+        );
         assert_eq!(e.exit_code(), Some(127));
         assert_eq!(ExitStatus::Signal(9).code(), 137);
     }

@@ -23,8 +23,13 @@ pub(crate) fn fork() -> io::Result<Option<Pid>> {
 }
 
 /// Signals the inits handle themselves: forwarded to the child, or SIGCHLD.
-pub(crate) const HANDLED: [i32; 5] =
-    [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+pub(crate) const HANDLED: [i32; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+];
 
 extern "C" fn noop_handler(_: libc::c_int) {}
 
@@ -68,11 +73,29 @@ pub(crate) fn take_over_signals() -> io::Result<()> {
 }
 
 /// Restores default dispositions and an empty mask (in the command's process, before
-/// `execve`; exec would reset the handlers anyway, but not the mask).
+/// `execve`). Exec resets caught signals but keeps ignored ones and the mask, and the
+/// Rust runtime ignores SIGPIPE: left alone, `yes | head -1` would never end by
+/// SIGPIPE inside a RUN.
 pub(crate) fn reset_signals() {
-    for &s in &HANDLED {
-        // SAFETY: resetting a catchable signal to SIG_DFL is always valid.
-        unsafe { libc::signal(s, libc::SIG_DFL) };
+    // The raw system call, because glibc refuses the two real-time signals it reserves
+    // (32 and 33), which may arrive ignored from whoever started the caller.
+    let dfl = [0u64; 4];
+    for s in 1..=64 {
+        if s == libc::SIGKILL || s == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: an all-zero kernel `struct sigaction` (whatever the architecture's
+        // field order) is SIG_DFL, no flags, an empty mask; 32 bytes cover every layout;
+        // the old action is not requested; 8 is the kernel's sigset size.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                s,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u8>(),
+                8usize,
+            )
+        };
     }
     let empty = sigset(&[]);
     // SAFETY: `empty` is initialised.

@@ -42,14 +42,33 @@ pub(crate) enum Report {
     /// The init created this mount point (path relative to the root, symlinks
     /// resolved) in the overlay; the caller removes it from the upper dir afterwards if
     /// still empty.
-    Stub { path: String, dir: bool },
+    Stub {
+        path: String,
+        dir: bool,
+    },
     /// Creating a stub copied this lower directory up; the caller removes it from the
     /// upper dir afterwards if it is still empty, not opaque and unchanged.
-    CopiedUp { path: String, mode: u32, uid: u32, gid: u32 },
+    CopiedUp {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     /// A setup step failed.
-    Error { step: String, errno: i32 },
-    NotFound { program: String },
-    ExecFailed { program: String, errno: i32 },
+    Error {
+        step: String,
+        errno: i32,
+    },
+    NotFound {
+        program: String,
+    },
+    ExecFailed {
+        program: String,
+        errno: i32,
+    },
     /// The command ended.
-    Exit { code: Option<i32>, signal: Option<i32> },
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
 }

@@ -70,6 +70,16 @@ impl Reaper {
     }
 }
 
+struct KillOnUnwind<'a>(&'a Reaper);
+
+impl Drop for KillOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.kill();
+        }
+    }
+}
+
 impl Drop for Reaper {
     fn drop(&mut self) {
         if self.status.is_none() {
@@ -170,7 +180,10 @@ impl Sandbox for NamespaceSandbox {
 
         let mut reports = Vec::new();
         let mut cancelled = false;
-        let status = std::thread::scope(|s| {
+        std::thread::scope(|s| {
+            // If `output` panics, the scope would wait forever for the readers of pipes
+            // that only close when the sandbox dies: kill it on the way out.
+            let _guard = KillOnUnwind(&reaper);
             let (tx, rx) = mpsc::channel();
             let sock = &ours;
             let json = &json;
@@ -197,9 +210,8 @@ impl Sandbox for NamespaceSandbox {
                     reaper.kill();
                 }
             }
-            reaper.wait()
         });
-        let status = status.map_err(|source| Error::Spawn {
+        let status = reaper.wait().map_err(|source| Error::Spawn {
             program: self.init_program.clone(),
             source,
         })?;

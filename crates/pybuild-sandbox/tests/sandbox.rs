@@ -576,3 +576,20 @@ fn processes_stay_private() {
     let out = ok(&step.spec("ls -d /proc/[0-9]* | wc -l"));
     assert_eq!(out.trim(), "4");
 }
+
+#[test]
+fn a_panicking_output_callback_does_not_leak_the_sandbox() {
+    need_root!();
+    let step = Step::new();
+    let spec = step.spec("echo go; sleep 4321");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sandbox().run(&spec, &mut |_| panic!("consumer failed"))
+    }));
+    assert!(r.is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+            assert_ne!(cmd, b"sleep\x004321\x00", "sleep survived");
+        }
+    }
+}

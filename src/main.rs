@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // RUN steps re-execute this binary as their sandbox's init.
+    pybuild::sandbox_init_if_requested();
     let args = cli::expand_shorthand(std::env::args_os().collect());
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,

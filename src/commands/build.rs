@@ -115,12 +115,20 @@ pub fn run(args: BuildArgs, global: GlobalArgs) -> anyhow::Result<()> {
 /// Hand the settings to the library: one `pybuild::build::build` call, with a
 /// progress printer, then the summary lines docker prints.
 fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Result<()> {
-    if !settings.secrets.is_empty() || !settings.ssh.is_empty() {
-        return Err(CliError::new(
-            "--secret and --ssh are for RUN steps, which this version of pybuild cannot execute yet",
-        )
-        .into());
+    let mut secrets = pybuild::build::Secrets::default();
+    for s in &settings.secrets {
+        let source = match &s.source {
+            crate::cli::SecretSource::File(path) => {
+                pybuild::build::SecretSource::File(path.clone())
+            }
+            crate::cli::SecretSource::Env(var) => pybuild::build::SecretSource::Env(var.clone()),
+        };
+        secrets.insert(s.id.clone(), source);
     }
+    let ssh_agent = match settings.ssh.first() {
+        None => None,
+        Some(spec) => Some(ssh_socket(spec)?),
+    };
     let store = pybuild::open_store(settings.root.as_deref())?;
     let request = pybuild::build::BuildRequest {
         dockerfile: settings.dockerfile.clone(),
@@ -128,6 +136,8 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
         context_dir: settings.context_dir.clone(),
         plan,
         solve: pybuild::build::SolveOptions {
+            secrets,
+            ssh_agent,
             pull: settings.pull,
             no_cache: settings.no_cache,
             no_cache_filter: settings.no_cache_filter.clone(),
@@ -146,6 +156,8 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
             config_file: settings.config.clone(),
             mirrors: settings.registry_mirrors.clone(),
         },
+        sandbox_program: None,
+        cancel: Some(cancel_on_ctrl_c()),
     };
     let printer = progress::Printer::new(settings.progress);
     let result = pybuild::build::build(&store, &request, &printer);
@@ -160,6 +172,39 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The agent socket of `--ssh default` (`SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`.
+fn ssh_socket(spec: &SshSpec) -> anyhow::Result<PathBuf> {
+    if let Some(path) = spec.paths.first() {
+        return Ok(path.clone());
+    }
+    std::env::var_os("SSH_AUTH_SOCK")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CliError::new("--ssh default needs an SSH agent, but SSH_AUTH_SOCK is not set")
+                .hint("start one with `eval $(ssh-agent)` and `ssh-add`")
+                .into()
+        })
+}
+
+/// A cancellation token that Ctrl-C (SIGINT) or SIGTERM sets: the running RUN step is
+/// stopped, its mounts go away with its namespace, and the build fails without
+/// tagging anything.
+fn cancel_on_ctrl_c() -> pybuild::build::CancelToken {
+    let token = pybuild::build::CancelToken::new();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    let watched = token.clone();
+    std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        watched.cancel();
+    });
+    token
 }
 
 /// `SOURCE_DATE_EPOCH`: the build arg wins over the environment (as with buildx, which

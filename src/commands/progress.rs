@@ -55,6 +55,9 @@ impl pybuild::build::Progress for Printer {
                 Event::StepCached { id } => {
                     serde_json::json!({"vertex": id + 1, "status": "cached"})
                 }
+                Event::StepOutput { id, stream, line } => {
+                    serde_json::json!({"vertex": id + 1, "stream": stream, "log": line})
+                }
                 Event::StepFinished { id } => serde_json::json!({
                     "vertex": id + 1, "status": "done", "seconds": self.elapsed(*id)
                 }),
@@ -80,6 +83,9 @@ impl pybuild::build::Progress for Printer {
                 eprintln!("#{} {name}", id + 1);
             }
             Event::StepCached { id } => eprintln!("#{} CACHED", id + 1),
+            Event::StepOutput { id, line, .. } => {
+                eprintln!("#{} {:.3} {line}", id + 1, self.elapsed(*id));
+            }
             Event::StepFinished { id } => {
                 eprintln!("#{} DONE {:.1}s", id + 1, self.elapsed(*id));
             }

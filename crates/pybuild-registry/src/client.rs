@@ -314,7 +314,15 @@ impl Client {
             }
             let retry_in = match rb.send() {
                 Err(e) => {
-                    if !(idempotent && attempt < self.options.retries && retryable(&e)) {
+                    // A refused or unroutable connection means nobody is there: one
+                    // more try covers a restart, more only delay the error. Broken
+                    // connections and timeouts get the full budget.
+                    let budget = if e.is_connect() {
+                        self.options.retries.min(1)
+                    } else {
+                        self.options.retries
+                    };
+                    if !(idempotent && attempt < budget && retryable(&e)) {
                         return Err(ctx.transport(operation, &e));
                     }
                     progress.event(&Event::Retry {

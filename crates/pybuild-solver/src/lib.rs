@@ -32,12 +32,14 @@ mod chmod;
 mod config;
 mod diff;
 pub mod rootfs;
+mod run;
 mod time;
 mod user;
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use pybuild_context::{Context, EntryKind, PatternMatcher};
 use pybuild_dockerfile::Span;
@@ -149,6 +151,15 @@ pub enum Event {
         /// The manifest digest.
         digest: Digest,
     },
+    /// A line of a RUN step's output.
+    StepOutput {
+        /// Step id.
+        id: usize,
+        /// 1 for stdout, 2 for stderr.
+        stream: u8,
+        /// The line, without its newline.
+        line: String,
+    },
     /// The image was pushed (sent by the facade after the build).
     Pushed {
         /// The full reference.
@@ -187,25 +198,90 @@ pub trait ImageSource: Send + Sync {
 }
 
 /// The effects a build may use beyond the store and the context.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Backends<'a> {
     /// Where events go.
     pub progress: &'a dyn Progress,
     /// Where missing base images come from (`None`: only the local store).
     pub images: Option<&'a dyn ImageSource>,
+    /// Where RUN steps execute (`None`: a RUN step is an error).
+    pub sandbox: Option<&'a dyn pybuild_sandbox::Sandbox>,
+    /// Set to stop a running step (Ctrl-C): the build then fails with an error.
+    pub cancel: Option<pybuild_sandbox::CancelToken>,
 }
 
 impl std::fmt::Debug for Backends<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backends")
             .field("images", &self.images.is_some())
+            .field("sandbox", &self.sandbox.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Where a secret's value comes from (`--secret id=ID,src=FILE|env=VAR`).
+#[derive(Clone)]
+pub enum SecretSource {
+    /// A file, read when a step mounts it.
+    File(PathBuf),
+    /// An environment variable of the pybuild process.
+    Env(String),
+    /// A value given directly (library callers).
+    Value(Vec<u8>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            SecretSource::Env(var) => f.debug_tuple("Env").field(var).finish(),
+            SecretSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+impl SecretSource {
+    /// The secret's bytes.
+    pub fn read(&self) -> io::Result<Vec<u8>> {
+        match self {
+            SecretSource::File(path) => fs::read(path),
+            SecretSource::Env(var) => std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .ok_or_else(|| io::Error::other(format!("environment variable {var} is not set"))),
+            SecretSource::Value(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// The build's secrets by id. `Debug` shows ids only: values must never reach a log.
+#[derive(Clone, Default)]
+pub struct Secrets(std::collections::BTreeMap<String, SecretSource>);
+
+impl Secrets {
+    /// Add (or replace) a secret.
+    pub fn insert(&mut self, id: impl Into<String>, source: SecretSource) {
+        self.0.insert(id.into(), source);
+    }
+
+    /// The secret `id`, if given.
+    pub fn get(&self, id: &str) -> Option<&SecretSource> {
+        self.0.get(id)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct SolveOptions {
+    /// `--secret`s, for `RUN --mount=type=secret`.
+    pub secrets: Secrets,
+    /// `--ssh default`: the agent socket `RUN --mount=type=ssh` forwards.
+    pub ssh_agent: Option<PathBuf>,
     /// `--pull`: resolve every base image in the registry even when the store has it.
     pub pull: bool,
     /// `--no-cache`: do every step (results are still recorded).
@@ -225,6 +301,8 @@ pub struct SolveOptions {
 impl Default for SolveOptions {
     fn default() -> Self {
         Self {
+            secrets: Secrets::default(),
+            ssh_agent: None,
             pull: false,
             no_cache: false,
             no_cache_filter: Vec::new(),
@@ -271,7 +349,9 @@ struct CacheRecord {
     v: u32,
     blobs: Vec<Digest>,
     snapshots: Vec<Digest>,
-    layer: Layer,
+    /// `None` for a step that changed nothing (an empty RUN).
+    #[serde(default)]
+    layer: Option<Layer>,
     /// When the layer was first made (seconds since the epoch): a cached step's
     /// history keeps it, so rebuilding unchanged input gives the same image ID.
     #[serde(default)]
@@ -323,6 +403,9 @@ pub fn solve(
         options,
         progress: backends.progress,
         images: backends.images,
+        sandbox: backends.sandbox,
+        cancel: backends.cancel.clone(),
+        current_step: None,
         pulled: std::collections::BTreeMap::new(),
         platform,
         states: vec![None; graph.stages.len()],
@@ -357,6 +440,10 @@ struct Solver<'a> {
     options: &'a SolveOptions,
     progress: &'a dyn Progress,
     images: Option<&'a dyn ImageSource>,
+    sandbox: Option<&'a dyn pybuild_sandbox::Sandbox>,
+    cancel: Option<pybuild_sandbox::CancelToken>,
+    /// The progress id of the step running now (for its output).
+    current_step: Option<usize>,
     /// Base images resolved in this build (a name is pulled at most once per build).
     pulled: std::collections::BTreeMap<String, Descriptor>,
     platform: Platform,
@@ -466,6 +553,7 @@ impl Solver<'_> {
                     first_line(&step.instruction.original)
                 ))
             });
+            self.current_step = id;
             let cached = self.run_step(stage, &step, &mut state, &mut flags, use_cache)?;
             if let Some(id) = id {
                 self.fs_steps += 1;
@@ -488,6 +576,7 @@ impl Solver<'_> {
             } else {
                 None
             };
+            self.current_step = id;
             let cached = self.run_step(stage, step, &mut state, &mut flags, use_cache)?;
             if let Some(id) = id {
                 self.fs_steps += 1;
@@ -736,13 +825,19 @@ impl Solver<'_> {
                 self.history(state, format!("WORKDIR {path}"), !made);
                 Ok(cached)
             }
-            Kind::Run { .. } => Err(Error::Step {
-                instruction: first_line(&instr.original),
-                span: instr.span,
-                message: "RUN steps cannot be executed yet: the build sandbox is not implemented"
-                    .into(),
-                hint: Some("this build of pybuild supports FROM, COPY, ADD (local files), WORKDIR and the metadata instructions".into()),
-            }),
+            Kind::Run {
+                command,
+                mounts,
+                network,
+                security,
+                heredocs,
+            } => {
+                let id = self.current_step;
+                self.run(
+                    stage, step, command, mounts, *network, *security, heredocs, state, use_cache,
+                    id,
+                )
+            }
             Kind::Arg(_) | Kind::From { .. } => Ok(false),
             other => {
                 if let Some(line) = config::apply(other, &mut state.config.config, flags) {
@@ -769,7 +864,7 @@ impl Solver<'_> {
     }
 
     /// Look a key up; a usable record's layer.
-    fn cached(&self, key: &Digest) -> Result<Option<(Layer, Option<i64>)>> {
+    fn cached(&self, key: &Digest) -> Result<Option<(Option<Layer>, Option<i64>)>> {
         let Some(bytes) = self.store.get_cache_record(key)? else {
             return Ok(None);
         };
@@ -777,11 +872,16 @@ impl Solver<'_> {
             // An unreadable record (older format, damaged): ignore it, it is rewritten.
             return Ok(None);
         };
-        if record.v != CACHE_KEY_VERSION || !self.store.has_blob(&record.layer.digest) {
+        if record.v != CACHE_KEY_VERSION {
             return Ok(None);
         }
-        if !self.store.has_snapshot(&record.layer.diff_id) {
-            self.ensure_layer_snapshot(&record.layer, "(build cache)")?;
+        if let Some(layer) = &record.layer {
+            if !self.store.has_blob(&layer.digest) {
+                return Ok(None);
+            }
+            if !self.store.has_snapshot(&layer.diff_id) {
+                self.ensure_layer_snapshot(layer, "(build cache)")?;
+            }
         }
         Ok(Some((record.layer, record.created)))
     }
@@ -818,11 +918,24 @@ impl Solver<'_> {
             v: CACHE_KEY_VERSION,
             blobs: vec![digest],
             snapshots: vec![info.diff_id],
-            layer: layer.clone(),
+            layer: Some(layer.clone()),
             created: Some(self.now),
         };
         self.store.put_cache_record(key, &canonical_json(&record))?;
         Ok(layer)
+    }
+
+    /// Record that the step with `key` changed nothing.
+    fn record_empty(&self, key: &Digest) -> Result<()> {
+        let record = CacheRecord {
+            v: CACHE_KEY_VERSION,
+            blobs: Vec::new(),
+            snapshots: Vec::new(),
+            layer: None,
+            created: Some(self.now),
+        };
+        self.store.put_cache_record(key, &canonical_json(&record))?;
+        Ok(())
     }
 
     fn layer_settings(&self) -> serde_json::Value {
@@ -858,9 +971,9 @@ impl Solver<'_> {
         let key = key_of(
             &state.key,
             json!({"op": "mkdir", "path": path, "uid": owner.uid, "gid": owner.gid,
-                   "mtime": self.now, "layer": self.layer_settings()}),
+                   "mtime": self.now_for_dirs(), "layer": self.layer_settings()}),
         );
-        if use_cache && let Some((layer, created)) = self.cached(&key)? {
+        if use_cache && let Some((Some(layer), created)) = self.cached(&key)? {
             state.layers.push(layer);
             state.key = key;
             state.created = Some(self.created_time(created));
@@ -1204,7 +1317,7 @@ impl Solver<'_> {
             });
         }
         let key = key_of(&state.key, step);
-        if use_cache && let Some((layer, created)) = self.cached(&key)? {
+        if use_cache && let Some((Some(layer), created)) = self.cached(&key)? {
             state.layers.push(layer);
             state.key = key;
             state.created = Some(self.created_time(created));

@@ -85,6 +85,74 @@ pub fn resolve_owner(spec: &str, tree: &LowerTree) -> Result<Owner, OwnerError> 
     Ok(Owner { uid, gid })
 }
 
+/// The user a RUN step runs as (`USER` value, empty for root), with its supplementary
+/// groups, as runc resolves it (`user.GetExecUser`): a name must exist in the image's
+/// passwd; a numeric user need not, and then runs with gid 0 unless a group is given;
+/// supplementary groups are the groups whose member list names the user.
+pub fn resolve_user(spec: &str, tree: &LowerTree) -> Result<(Owner, Vec<u32>), OwnerError> {
+    if spec.is_empty() {
+        return Ok((Owner { uid: 0, gid: 0 }, Vec::new()));
+    }
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = tree
+        .read("/etc/passwd")
+        .map_err(|e| OwnerError::Read {
+            path: "/etc/passwd",
+            message: e.to_string(),
+        })?
+        .unwrap_or_default();
+    let passwd = String::from_utf8_lossy(&passwd);
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
+    let (uid, primary, name) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].to_string()),
+        ),
+        (None, Ok(uid)) => (uid, 0, None),
+        (None, Err(_)) => return Err(OwnerError::NoUser(user.to_string())),
+    };
+    let gid = match group {
+        None | Some("") => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(tree, "/etc/group", g)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| OwnerError::NoGroup(g.to_string()))?,
+        },
+    };
+    let mut groups = Vec::new();
+    if group.is_none()
+        && let Some(name) = name
+    {
+        let text = tree
+            .read("/etc/group")
+            .map_err(|e| OwnerError::Read {
+                path: "/etc/group",
+                message: e.to_string(),
+            })?
+            .unwrap_or_default();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 4
+                && f[3].split(',').any(|m| m == name)
+                && let Ok(g) = f[2].parse::<u32>()
+                && g != gid
+                && !groups.contains(&g)
+            {
+                groups.push(g);
+            }
+        }
+    }
+    Ok((Owner { uid, gid }, groups))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

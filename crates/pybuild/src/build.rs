@@ -13,7 +13,8 @@ use pybuild_oci::{Descriptor, Digest};
 use pybuild_store::Store;
 
 pub use pybuild_layer::Compression;
-pub use pybuild_solver::{Event, NoProgress, Progress, SolveOptions};
+pub use pybuild_sandbox::CancelToken;
+pub use pybuild_solver::{Event, NoProgress, Progress, SecretSource, Secrets, SolveOptions};
 
 use crate::registry::{RegistrySettings, RegistrySource, local_name};
 use crate::{DockerfileSource, Error, PlanOptions, Result};
@@ -66,6 +67,12 @@ pub struct BuildRequest {
     pub metadata_file: Option<PathBuf>,
     /// Registry settings for pulling base images and pushing.
     pub registry: RegistrySettings,
+    /// The program RUN steps re-execute as their sandbox's init: one whose `main`
+    /// calls [`crate::sandbox_init_if_requested`] first (the pybuild binary does).
+    /// `None`: the current executable.
+    pub sandbox_program: Option<PathBuf>,
+    /// Set it (from a Ctrl-C handler, say) to stop the running step.
+    pub cancel: Option<CancelToken>,
 }
 
 /// What a build produced.
@@ -132,9 +139,19 @@ pub fn build(
     let source = RegistrySource {
         client: request.registry.client()?,
     };
+    let program = match &request.sandbox_program {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(|source| Error::Read {
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?,
+    };
+    let sandbox = pybuild_sandbox::NamespaceSandbox::new(program);
     let backends = pybuild_solver::Backends {
         progress,
         images: Some(&source),
+        sandbox: Some(&sandbox),
+        cancel: request.cancel.clone(),
     };
     let solved = pybuild_solver::solve(store, &context, &graph, &request.solve, &backends)
         .map_err(|error| Error::Build {

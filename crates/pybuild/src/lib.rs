@@ -195,6 +195,16 @@ impl DockerfileSource {
 
 pub use store::open_store;
 
+/// Programs that embed pybuild and run builds with RUN steps call this first thing in
+/// `main`: RUN steps re-execute the program as the init of their sandbox, and this is
+/// where that init takes over (it never returns then). Otherwise it returns at once.
+pub fn sandbox_init_if_requested() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if pybuild_sandbox::is_init_invocation(&args) {
+        pybuild_sandbox::init_main();
+    }
+}
+
 /// The parse tree in BuildKit's S-expression dump format, one line per instruction.
 pub fn dump(source: &DockerfileSource) -> Result<String> {
     Ok(pybuild_dockerfile::dump::dump(&source.parse()?))

@@ -1143,3 +1143,104 @@ fn docker_archive_loads_and_runs_under_podman() {
     ])));
     assert_eq!(ran.trim(), "hi 1000 /srv from-pybuild");
 }
+
+/// A static file server on 127.0.0.1 (Python's http.server), stopped on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tool("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ADD of an http URL (a server on 127.0.0.1): the file is named after the URL path,
+/// gets mode 0600 and the Last-Modified time as mtime (BuildKit's HTTP source), is
+/// never unpacked, and `--checksum` is verified.
+#[test]
+fn add_downloads_urls_with_checksums() {
+    let env = Env::new();
+    let srv = env.path("srv");
+    fs::create_dir_all(&srv).unwrap();
+    fs::write(srv.join("file.txt"), "remote content\n").unwrap();
+    check(
+        tool("tar")
+            .arg("-C")
+            .arg(&srv)
+            .args(["-cf"])
+            .arg(srv.join("arch.tar"))
+            .arg("file.txt"),
+    );
+    // A known Last-Modified: http.server sends the file's mtime.
+    check(
+        tool("touch")
+            .args(["-d", "@1600000000"])
+            .arg(srv.join("file.txt")),
+    );
+    let server = FileServer::start(&srv);
+    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.port);
+    let sum = "sha256:c18243bcea0987f0dabe57a6714acda33fe58db2d6096c58a8b5be13ed378588";
+    let dockerfile = format!(
+        "FROM busybox\nADD {} /dl/\nADD --checksum={sum} {} /dl/checked.txt\nADD {} /dl/\n",
+        url("file.txt"),
+        url("file.txt"),
+        url("arch.tar")
+    );
+    let ctx = env.context("ctx", &dockerfile, &[]);
+    env.build_ok(&ctx, "app", &[]);
+    let r = env.unpack("app");
+    assert_eq!(
+        names(&r.join("dl")),
+        ["arch.tar", "checked.txt", "file.txt"]
+    );
+    assert_eq!(read(&r.join("dl/file.txt")), "remote content\n");
+    assert_eq!(read(&r.join("dl/checked.txt")), "remote content\n");
+    assert_eq!(mode(&r.join("dl/file.txt")), 0o600);
+    let mtime = fs::metadata(r.join("dl/file.txt")).unwrap().mtime();
+    assert_eq!(mtime, 1_600_000_000);
+    // A remote archive stays a file.
+    assert_eq!(
+        fs::read(r.join("dl/arch.tar")).unwrap(),
+        fs::read(srv.join("arch.tar")).unwrap()
+    );
+
+    let bad = dockerfile.replace(sum, &format!("sha256:{}", "0".repeat(64)));
+    let ctx = env.context("bad", &bad, &[]);
+    let stderr = assert_fails(&env.build(&ctx, "bad", &[]));
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(stderr.contains(sum), "the actual digest is named: {stderr}");
+}

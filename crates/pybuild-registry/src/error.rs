@@ -19,6 +19,14 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// An `ADD https://...` download failed.
+    #[error("downloading {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A settings file that cannot be read or does not decode.
     #[error("registry settings {}: {reason}", path.display())]
     Config {

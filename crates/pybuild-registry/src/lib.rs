@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod fetch;
 mod error;
 pub mod pull;
 pub mod push;
@@ -36,6 +37,7 @@ pub use auth::{Anonymous, CredentialSource, Credentials, DockerAuth, StaticCrede
 pub use client::{Client, ClientOptions};
 pub use config::{Endpoint, HostSettings, RegistryConfig};
 pub use error::Error;
+pub use fetch::{Download, download};
 pub use pull::{PulledImage, Resolved, pull, resolve};
 pub use push::{PushOptions, PushResult, push};
 pub use reference::Reference;

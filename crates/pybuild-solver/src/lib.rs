@@ -197,6 +197,22 @@ pub trait ImageSource: Send + Sync {
     fn pull(&self, store: &Store, name: &str, platform: &Platform) -> Result<Descriptor, BoxError>;
 }
 
+/// What a download produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadInfo {
+    /// sha256 of the content.
+    pub digest: Digest,
+    /// `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// Where `ADD https://...` sources come from (the facade's HTTP client; a fake in
+/// tests).
+pub trait Downloader: Send + Sync {
+    /// GET `url`, writing the body to `out`.
+    fn download(&self, url: &str, out: &mut dyn io::Write) -> Result<DownloadInfo, BoxError>;
+}
+
 /// The effects a build may use beyond the store and the context.
 #[derive(Clone)]
 pub struct Backends<'a> {
@@ -204,6 +220,8 @@ pub struct Backends<'a> {
     pub progress: &'a dyn Progress,
     /// Where missing base images come from (`None`: only the local store).
     pub images: Option<&'a dyn ImageSource>,
+    /// Where `ADD <url>` downloads come from (`None`: such an ADD is an error).
+    pub downloader: Option<&'a dyn Downloader>,
     /// Where RUN steps execute (`None`: a RUN step is an error).
     pub sandbox: Option<&'a dyn pybuild_sandbox::Sandbox>,
     /// Set to stop a running step (Ctrl-C): the build then fails with an error.
@@ -404,6 +422,7 @@ pub fn solve(
         progress: backends.progress,
         images: backends.images,
         sandbox: backends.sandbox,
+        downloader: backends.downloader,
         cancel: backends.cancel.clone(),
         current_step: None,
         pulled: std::collections::BTreeMap::new(),
@@ -441,6 +460,7 @@ struct Solver<'a> {
     progress: &'a dyn Progress,
     images: Option<&'a dyn ImageSource>,
     sandbox: Option<&'a dyn pybuild_sandbox::Sandbox>,
+    downloader: Option<&'a dyn Downloader>,
     cancel: Option<pybuild_sandbox::CancelToken>,
     /// The progress id of the step running now (for its output).
     current_step: Option<usize>,
@@ -1059,6 +1079,8 @@ impl Solver<'_> {
                 .cloned()
         });
         let mut content_key: Vec<serde_json::Value> = Vec::new();
+        // Downloaded files, kept until the layer is written.
+        let mut downloads: Vec<pybuild_store::TempDir> = Vec::new();
         for src in &spec.sources {
             let heredoc = src.value.strip_prefix("<<").and_then(|rest| {
                 let name = rest.trim_start_matches('-').trim_matches(['"', '\'']);
@@ -1079,6 +1101,7 @@ impl Solver<'_> {
                 content_key
                     .push(json!({"heredoc": doc.name, "sha256": Digest::of(body.as_bytes())}));
                 groups.push(Group {
+                    remote: false,
                     name: doc.name.clone(),
                     path: doc.name.clone(),
                     is_dir: false,
@@ -1093,19 +1116,35 @@ impl Solver<'_> {
                 });
                 continue;
             }
-            if is_add
-                && (src.value.starts_with("http://")
-                    || src.value.starts_with("https://")
-                    || src.value.starts_with("git@"))
-            {
+            if is_add && (src.value.starts_with("http://") || src.value.starts_with("https://")) {
+                let temp = self.download(src, spec, &instr.original)?;
+                let (path, info) = temp.1.clone();
+                let name = url_file_name(&src.value);
+                content_key.push(json!({"url": src.value, "sha256": info.digest}));
+                groups.push(Group {
+                    name: name.clone(),
+                    path: name,
+                    is_dir: false,
+                    remote: true,
+                    entries: vec![GroupEntry {
+                        rel: String::new(),
+                        content: Content::File(path),
+                        // BuildKit's HTTP source writes 0600 unless --chmod says otherwise.
+                        mode: 0o600,
+                        uid: 0,
+                        gid: 0,
+                        mtime: (info.last_modified.unwrap_or(self.now_for_dirs()), 0),
+                    }],
+                });
+                downloads.push(temp.0);
+                continue;
+            }
+            if is_add && src.value.starts_with("git@") {
                 return Err(Error::Step {
                     instruction: first_line(&instr.original),
                     span: src.span,
-                    message: format!("ADD {}: remote sources are not supported yet", src.value),
-                    hint: Some(
-                        "download the file into the build context and ADD or COPY it from there"
-                            .into(),
-                    ),
+                    message: format!("ADD {}: git sources are not supported yet", src.value),
+                    hint: Some("clone the repository into the build context and COPY it".into()),
                 });
             }
             match &from_input {
@@ -1179,6 +1218,7 @@ impl Solver<'_> {
                     }
                     let name = rootfs::components(&path).pop().unwrap_or_default();
                     groups.push(Group {
+                        remote: false,
                         name,
                         path: path.clone(),
                         is_dir,
@@ -1264,7 +1304,7 @@ impl Solver<'_> {
                     uid: e.uid,
                     gid: e.gid,
                 });
-                if is_add && !group.is_dir {
+                if is_add && !group.is_dir && (!group.remote || spec.unpack == Some(true)) {
                     unpack_candidates.push(target.clone());
                 }
                 items.push(Item {
@@ -1356,6 +1396,42 @@ impl Solver<'_> {
         state.key = key;
         state.created = Some(self.now);
         Ok(false)
+    }
+
+    /// Download an ADD source into a store scratch file, checking `--checksum`.
+    fn download(
+        &self,
+        src: &pybuild_dockerfile::Spanned<String>,
+        spec: &CopySpec,
+        original: &str,
+    ) -> Result<(pybuild_store::TempDir, (PathBuf, DownloadInfo))> {
+        let fail = |message: String, hint: Option<String>| Error::Step {
+            instruction: first_line(original),
+            span: src.span,
+            message,
+            hint,
+        };
+        let Some(downloader) = self.downloader else {
+            return Err(fail(format!("ADD {}: this build cannot download", src.value), None));
+        };
+        let dir = self.store.temp_dir()?;
+        let path = dir.path().join("download");
+        let mut file = fs::File::create(&path).map_err(|e| fail(e.to_string(), None))?;
+        let info = downloader
+            .download(&src.value, &mut file)
+            .map_err(|e| fail(format!("ADD {}: {e}", src.value), None))?;
+        if let Some(expected) = &spec.checksum {
+            if expected.value != info.digest.to_string() {
+                return Err(fail(
+                    format!(
+                        "ADD {}: checksum mismatch: expected {}, got {}",
+                        src.value, expected.value, info.digest
+                    ),
+                    Some("the file changed on the server, or --checksum is wrong".into()),
+                ));
+            }
+        }
+        Ok((dir, (path, info)))
     }
 
     /// A cached layer's creation time, unless SOURCE_DATE_EPOCH pins every time.
@@ -1465,6 +1541,7 @@ impl Solver<'_> {
             // `alink` as `alink`, not as its target's name).
             let name = m.requested.rsplit('/').next().unwrap_or("").to_string();
             groups.push(Group {
+                remote: false,
                 name,
                 path: m.requested.clone(),
                 is_dir: m.is_dir,
@@ -1545,6 +1622,20 @@ impl Solver<'_> {
     }
 }
 
+/// The file name ADD gives a download: the URL path's last segment (BuildKit's HTTP
+/// source), `index.html` when the path ends in `/`.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
+    match after_scheme.split_once('/') {
+        Some((_, p)) => match p.rsplit('/').next() {
+            Some(name) if !name.is_empty() => name.to_string(),
+            _ => "index.html".to_string(),
+        },
+        None => "index.html".to_string(),
+    }
+}
+
 /// ADD's archive detection (docker's `archive.IsArchivePath`): the file is a tar,
 /// plain or compressed with gzip, bzip2, xz or zstd (told by content, never by name),
 /// when its decompressed stream starts with a tar header. Returns the decompressed
@@ -1601,6 +1692,8 @@ fn layer_media_type(stored: &str, oci: bool) -> String {
 struct Group {
     /// The match's base name (a file source's name in a directory destination).
     name: String,
+    /// Downloaded from a URL (ADD unpacks those only with an explicit `--unpack`).
+    remote: bool,
     /// The match's path as requested (for `--parents`), `/`-separated.
     path: String,
     is_dir: bool,

@@ -150,6 +150,7 @@ pub fn build(
     let backends = pybuild_solver::Backends {
         progress,
         images: Some(&source),
+        downloader: Some(&source),
         sandbox: Some(&sandbox),
         cancel: request.cancel.clone(),
     };

@@ -89,6 +89,20 @@ impl pybuild_solver::ImageSource for RegistrySource {
     }
 }
 
+impl pybuild_solver::Downloader for RegistrySource {
+    fn download(
+        &self,
+        url: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<pybuild_solver::DownloadInfo, BoxError> {
+        let d = pybuild_registry::download(&self.client, url, out)?;
+        Ok(pybuild_solver::DownloadInfo {
+            digest: d.digest,
+            last_modified: d.last_modified,
+        })
+    }
+}
+
 /// `pybuild pull NAME`: fetch an image for `platform` and tag it locally.
 pub fn pull(
     store: &Store,

@@ -1,0 +1,894 @@
+//! End to end for RUN: `pybuild build` driving the real binary on the busybox base
+//! (fixtures/busybox), with the results checked by independent tools: umoci unpacks
+//! the image from the store (an OCI image layout), tar lists the layer blobs read
+//! straight from `ROOT/blobs/sha256/`, and plain progress shows what ran.
+//!
+//! Every test gets its own temp dir and store root (`--root`). skopeo, umoci, busybox
+//! (busybox-static), tar, gzip, sha256sum and kill must be installed: a missing tool
+//! fails the test with a message saying so, it never skips. RUN needs namespaces and
+//! the fixture chowns files, so the tests run as root (as CI does).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
+
+/// A command for an external tool; fails the test clearly when it is not installed.
+fn tool(name: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed but these tests need it \
+         (apt-get install skopeo umoci busybox-static tar gzip coreutils procps)"
+    );
+    let mut cmd = Command::new(name);
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Run a command, require success, return stdout.
+fn check(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn meta(path: &Path) -> fs::Metadata {
+    fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One test's world: a temp dir and a store root inside it.
+struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    /// A fresh env with the busybox base image built and tagged `busybox`. The base is
+    /// `FROM scratch` plus COPY of the fixture rootfs, which has no /etc/hosts,
+    /// /etc/resolv.conf or /etc/hostname.
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pybuild-run-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("store");
+        let env = Env { dir, root };
+        let ctx = env.path("busybox-ctx");
+        fs::create_dir_all(&ctx).unwrap();
+        tool("busybox");
+        check(
+            Command::new("bash")
+                .arg(Path::new(FIXTURE).join("make-rootfs.sh"))
+                .arg(ctx.join("rootfs")),
+        );
+        fs::copy(
+            Path::new(FIXTURE).join("Dockerfile"),
+            ctx.join("Dockerfile"),
+        )
+        .unwrap();
+        let out = env
+            .pybuild()
+            .args(["build", "-t", "busybox"])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert_success(&out, "building the busybox base");
+        env
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `pybuild --root ROOT` with a clean environment.
+    fn pybuild(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
+        for var in [
+            "PYBUILD_DEBUG",
+            "PYBUILD_CONFIG",
+            "PYBUILD_ROOT",
+            "SOURCE_DATE_EPOCH",
+            "SSH_AUTH_SOCK",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--root").arg(&self.root).stdin(Stdio::null());
+        cmd
+    }
+
+    /// A context dir `name` with a Dockerfile and files (`path -> content`).
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.path(name);
+        fs::create_dir_all(&ctx).unwrap();
+        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (rel, content) in files {
+            let p = ctx.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        ctx
+    }
+
+    /// `pybuild build --progress=plain -t TAG EXTRA... CTX`.
+    fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
+        self.pybuild()
+            .args(["build", "--progress=plain", "-t", tag])
+            .args(extra)
+            .arg(ctx)
+            .output()
+            .unwrap()
+    }
+
+    /// Build and require success.
+    fn build_ok(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
+        let out = self.build(ctx, tag, extra);
+        assert_success(&out, &format!("building {tag}"));
+        out
+    }
+
+    /// The image `tag` unpacked by umoci; returns its rootfs.
+    fn unpack(&self, tag: &str) -> PathBuf {
+        let bundle = self.path(&format!("bundle-{tag}"));
+        let _ = fs::remove_dir_all(&bundle);
+        check(
+            tool("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:{tag}:latest", self.root.display()))
+                .arg(&bundle),
+        );
+        bundle.join("rootfs")
+    }
+
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.root.join("blobs/sha256").join(hex)
+    }
+
+    /// The manifest of `tag`, read from the store's index.json and blobs directly.
+    fn manifest(&self, tag: &str) -> Option<Value> {
+        let index: Value =
+            serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap();
+        let name = format!("{tag}:latest");
+        let desc = index["manifests"].as_array()?.iter().find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(&name)
+        })?;
+        let digest = desc["digest"].as_str().unwrap();
+        Some(serde_json::from_slice(&fs::read(self.blob(digest)).unwrap()).unwrap())
+    }
+
+    fn config(&self, tag: &str) -> Value {
+        let manifest = self.manifest(tag).unwrap_or_else(|| panic!("no tag {tag}"));
+        let digest = manifest["config"]["digest"].as_str().unwrap();
+        serde_json::from_slice(&fs::read(self.blob(digest)).unwrap()).unwrap()
+    }
+
+    /// The layer digests of `tag`, in order.
+    fn layers(&self, tag: &str) -> Vec<String> {
+        let manifest = self.manifest(tag).unwrap_or_else(|| panic!("no tag {tag}"));
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// `tar -tzf` of a layer blob in the store: entry names without a leading `./`.
+    fn layer_listing(&self, digest: &str) -> Vec<String> {
+        let out = check(tool("tar").arg("-tzf").arg(self.blob(digest)));
+        text(&out)
+            .lines()
+            .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_owned())
+            .filter(|l| !l.is_empty() && l != ".")
+            .collect()
+    }
+
+    fn verify_store(&self) {
+        let out = self.pybuild().args(["store", "verify"]).output().unwrap();
+        assert_success(&out, "pybuild store verify");
+    }
+}
+
+/// The plain-progress steps of a build: `(name, cached)` in order, where the name is
+/// the text after `#N ` (`[stage-0 2/3] RUN true`).
+fn steps(stderr: &str) -> Vec<(String, bool)> {
+    let mut order = Vec::new();
+    let mut by_id: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        if what.starts_with('[') {
+            order.push(id.to_owned());
+            by_id.insert(id.to_owned(), (what.to_owned(), false));
+        } else if what == "CACHED" {
+            if let Some(step) = by_id.get_mut(id) {
+                step.1 = true;
+            }
+        }
+    }
+    order.into_iter().map(|id| by_id[&id].clone()).collect()
+}
+
+/// The RUN steps of a build (`RUN ...` text) with whether they were cached.
+fn run_steps(stderr: &str) -> Vec<(String, bool)> {
+    steps(stderr)
+        .into_iter()
+        .filter(|(name, _)| name.contains("] RUN"))
+        .map(|(name, cached)| (name.split_once("] ").unwrap().1.to_owned(), cached))
+        .collect()
+}
+
+/// The output lines a step printed in plain progress (`#N 0.123 line`), by the
+/// step's text.
+fn step_output(stderr: &str, step: &str) -> Vec<String> {
+    let id = stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix('#')?;
+            let (id, what) = rest.split_once(' ')?;
+            (what.starts_with('[') && what.ends_with(step)).then(|| id.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no step {step:?} in:\n{stderr}"));
+    let prefix = format!("#{id} ");
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (time, line) = rest.split_once(' ').unwrap_or((rest, ""));
+            time.parse::<f64>().ok().map(|_| line.to_owned())
+        })
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = tool("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    text(&out.stdout).split(' ').next().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------
+
+/// (1) What a RUN leaves in its layer, file by file after `umoci unpack`, and the
+/// whiteouts in the layer tar itself.
+#[test]
+fn layer_contents() {
+    let env = Env::new();
+    let long = "l".repeat(120) + &"o".repeat(100); // 220 characters
+    let unicode = "héllo-wörld-日本語-🦀.txt";
+    let dockerfile = format!(
+        "FROM busybox\n\
+         RUN mkdir -p /lower/dir/sub && echo old > /lower/mod && echo gone > /lower/del \
+             && echo x > /lower/dir/old && echo y > /lower/dir/sub/old2 && echo keep > /lower/keep\n\
+         RUN set -e; echo new > /created; mkdir -p /newdir/a; echo n > /newdir/a/f; \
+             echo changed > /lower/mod; rm /lower/del; \
+             rm -rf /lower/dir; mkdir /lower/dir; echo fresh > /lower/dir/new; \
+             ln -s /created /abs-link; ln -s ../created /newdir/rel-link; \
+             echo h > /hard1; ln /hard1 /newdir/hard2; mkfifo /fifo; \
+             echo s > /suid; chmod 4755 /suid; \
+             echo long > /newdir/{long}; echo uni > '/newdir/{unicode}'\n\
+         USER app\n\
+         RUN echo mine > /tmp/mine && mkdir /tmp/appdir && echo in > /tmp/appdir/f\n"
+    );
+    let ctx = env.context("ctx", &dockerfile, &[]);
+    env.build_ok(&ctx, "layers", &[]);
+    let r = env.unpack("layers");
+
+    // Created files.
+    assert_eq!(read(&r.join("created")), "new\n");
+    assert_eq!(read(&r.join("newdir/a/f")), "n\n");
+    // Modified, deleted, kept lower files.
+    assert_eq!(read(&r.join("lower/mod")), "changed\n");
+    assert!(!r.join("lower/del").exists(), "deleted file survived");
+    assert_eq!(read(&r.join("lower/keep")), "keep\n");
+    // Removed and recreated directory: only the new content.
+    assert_eq!(names(&r.join("lower/dir")), vec!["new"]);
+    assert_eq!(read(&r.join("lower/dir/new")), "fresh\n");
+    // Symlinks.
+    assert_eq!(
+        fs::read_link(r.join("abs-link")).unwrap(),
+        PathBuf::from("/created")
+    );
+    assert_eq!(
+        fs::read_link(r.join("newdir/rel-link")).unwrap(),
+        PathBuf::from("../created")
+    );
+    // Hard links: one inode.
+    let (h1, h2) = (meta(&r.join("hard1")), meta(&r.join("newdir/hard2")));
+    assert_eq!(h1.ino(), h2.ino(), "hard links unpacked as separate files");
+    assert_eq!(h1.nlink(), 2);
+    assert_eq!(read(&r.join("newdir/hard2")), "h\n");
+    // FIFO.
+    assert!(
+        meta(&r.join("fifo")).file_type().is_fifo(),
+        "/fifo is not a FIFO"
+    );
+    // setuid.
+    assert_eq!(meta(&r.join("suid")).mode() & 0o7777, 0o4755);
+    // Long and unicode names.
+    assert_eq!(long.len(), 220);
+    assert_eq!(read(&r.join("newdir").join(&long)), "long\n");
+    assert_eq!(read(&r.join("newdir").join(unicode)), "uni\n");
+    // Ownership after USER app.
+    for p in ["tmp/mine", "tmp/appdir", "tmp/appdir/f"] {
+        let m = meta(&r.join(p));
+        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{p}");
+    }
+    let m = meta(&r.join("created"));
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+
+    // The layer tars: base (2 COPY layers) + 3 RUN layers.
+    let layers = env.layers("layers");
+    assert_eq!(layers.len(), 5, "{layers:?}");
+    let second = env.layer_listing(&layers[3]);
+    let has = |name: &str| second.iter().any(|e| e == name);
+    assert!(
+        has("lower/.wh.del"),
+        "no whiteout for /lower/del: {second:?}"
+    );
+    assert!(
+        has("lower/dir/.wh..wh..opq"),
+        "no opaque whiteout for /lower/dir: {second:?}"
+    );
+    assert!(has("lower/mod") && has("created") && has("fifo"));
+    // Only the changes: no copy of untouched lower files.
+    assert!(!has("lower/keep"), "untouched lower file in the layer");
+    assert!(!has("bin/busybox"), "untouched base file in the layer");
+    assert!(
+        !second
+            .iter()
+            .any(|e| e.contains(".wh.") && e.starts_with("newdir"))
+    );
+}
+
+/// (2) The process a RUN starts: USER, WORKDIR, ENV and ARG, SHELL, exec form,
+/// heredocs, and what the sandbox looks like from inside.
+#[test]
+fn process_environment() {
+    let env = Env::new();
+    let dockerfile = r#"FROM busybox
+ARG DECLARED=default
+ENV MYENV=envval
+RUN mkdir /out && chmod 777 /out
+RUN echo "$MYENV|$DECLARED|${UNDECLARED-unset}" > /out/vars
+RUN case $- in *e*) echo errexit;; *) echo plain;; esac > /out/shell-before
+SHELL ["/bin/sh", "-ec"]
+RUN case $- in *e*) echo errexit;; *) echo plain;; esac > /out/shell-after
+RUN ["/bin/echo", "x"]
+RUN ["/bin/touch", "/out/$MYENV"]
+RUN <<EOF
+echo "piped $MYENV" > /out/piped
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "script $MYENV" > /out/script-sh
+EOF
+RUN <<EOF
+#!/bin/awk -f
+BEGIN { print "awk ran" > "/out/script-awk" }
+EOF
+RUN cat <<EOF > /out/inline
+line1 $MYENV
+line2
+EOF
+RUN hostname > /out/hostname && cat /proc/1/cmdline > /out/cmdline && ls /dev > /out/dev
+USER app
+RUN id > /out/id
+WORKDIR /work/deep
+RUN pwd > /out/pwd
+"#;
+    let ctx = env.context("ctx", dockerfile, &[]);
+    let out = env.build_ok(
+        &ctx,
+        "proc",
+        &[
+            "--build-arg",
+            "DECLARED=fromcli",
+            "--build-arg",
+            "UNDECLARED=nope",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    let r = env.unpack("proc");
+    let o = r.join("out");
+
+    assert_eq!(read(&o.join("vars")), "envval|fromcli|unset\n");
+    assert_eq!(read(&o.join("shell-before")), "plain\n");
+    assert_eq!(read(&o.join("shell-after")), "errexit\n");
+    assert_eq!(step_output(&stderr, r#"RUN ["/bin/echo", "x"]"#), vec!["x"]);
+    // Exec form: no shell, so no variable expansion.
+    assert!(o.join("$MYENV").exists(), "{:?}", names(&o));
+    assert!(!o.join("envval").exists());
+    assert_eq!(read(&o.join("piped")), "piped envval\n");
+    assert_eq!(read(&o.join("script-sh")), "script envval\n");
+    // Run through its shebang's interpreter: piped to sh, this would fail.
+    assert_eq!(read(&o.join("script-awk")), "awk ran\n");
+    assert_eq!(read(&o.join("inline")), "line1 envval\nline2\n");
+    assert_eq!(read(&o.join("hostname")), "pybuild\n");
+    // PID 1 is pybuild's sandbox init (it reaps zombies and forwards signals; the
+    // issue asks for one, where BuildKit's runc runs the command itself as PID 1),
+    // and its command line names no host path.
+    assert_eq!(
+        fs::read(o.join("cmdline")).unwrap(),
+        b"pybuild-init\0__pybuild-sandbox-init\0"
+    );
+    assert_eq!(
+        read(&o.join("dev")),
+        "fd\nfull\nnull\nptmx\npts\nrandom\nshm\nstderr\nstdin\nstdout\ntty\nurandom\nzero\n"
+    );
+    assert_eq!(
+        read(&o.join("id")),
+        "uid=1000(app) gid=1000(app) groups=50(staff)\n"
+    );
+    assert_eq!(read(&o.join("pwd")), "/work/deep\n");
+    assert!(r.join("work/deep").is_dir());
+}
+
+/// (3) A failing RUN: error with the line, command, exit code and last output; no
+/// tag; the store stays consistent.
+#[test]
+fn failing_run() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        "FROM busybox\nRUN echo fine\nRUN echo oops && exit 3\nRUN echo never\n",
+        &[],
+    );
+    let out = env.build(&ctx, "failed", &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "a failing RUN succeeded:\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(stderr.contains("echo oops && exit 3"), "{stderr}");
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    let error = &stderr[stderr.find("exit code: 3").unwrap()..];
+    assert!(
+        error.lines().any(|l| l.trim() == "oops"),
+        "the error does not repeat the output: {stderr}"
+    );
+    assert!(!stderr.contains("never"), "a later step ran: {stderr}");
+    assert!(
+        env.manifest("failed").is_none(),
+        "a failed build was tagged"
+    );
+    env.verify_store();
+}
+
+/// (4a) A cache mount persists across builds and never reaches the image.
+#[test]
+fn cache_mount_persists() {
+    let env = Env::new();
+    let run = |extra: &str| {
+        format!(
+            "FROM busybox\n\
+             RUN --mount=type=cache,target=/cache,id=counter \
+             n=$(cat /cache/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /cache/n; \
+             echo $n > /count{extra}\n"
+        )
+    };
+    let ctx1 = env.context("ctx1", &run(""), &[]);
+    env.build_ok(&ctx1, "c1", &[]);
+    let ctx2 = env.context("ctx2", &run(" # second"), &[]);
+    env.build_ok(&ctx2, "c2", &[]);
+
+    let r1 = env.unpack("c1");
+    assert_eq!(read(&r1.join("count")), "1\n");
+    let r2 = env.unpack("c2");
+    assert_eq!(read(&r2.join("count")), "2\n");
+    for r in [&r1, &r2] {
+        assert!(!r.join("cache/n").exists(), "cache content in the image");
+        // As BuildKit, the mount point made for the mount is not left behind.
+        assert!(!r.join("cache").exists(), "cache mount point in the image");
+    }
+}
+
+/// (4b) tmpfs and bind mounts (context read-only and rw, from= a stage).
+#[test]
+fn tmpfs_and_bind_mounts() {
+    let env = Env::new();
+    let dockerfile = r#"FROM busybox AS builder
+RUN mkdir /art && echo built > /art/dir-file && echo single > /single
+FROM busybox
+RUN mkdir /out
+RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/x && cat /scratch/x > /out/tmpfs
+RUN --mount=type=bind,source=data,target=/data cat /data/file > /out/bind && if echo w 2>/dev/null > /data/file; then echo writable; else echo readonly; fi > /out/bind-ro
+RUN --mount=type=bind,source=data,target=/data,rw echo changed > /data/file && echo new > /data/added && cat /data/file > /out/bind-rw
+RUN --mount=type=bind,from=builder,source=/art,target=/mnt/art cat /mnt/art/dir-file > /out/from-dir
+RUN --mount=type=bind,from=builder,source=/single,target=/mnt/single cat /mnt/single > /out/from-file
+"#;
+    let ctx = env.context("ctx", dockerfile, &[("data/file", "context content\n")]);
+    env.build_ok(&ctx, "mounts", &[]);
+    let r = env.unpack("mounts");
+    let o = r.join("out");
+    assert_eq!(read(&o.join("tmpfs")), "t\n");
+    assert!(
+        !r.join("scratch").exists(),
+        "tmpfs content or mount point in the image"
+    );
+    assert_eq!(read(&o.join("bind")), "context content\n");
+    assert_eq!(read(&o.join("bind-ro")), "readonly\n");
+    assert_eq!(read(&o.join("bind-rw")), "changed\n");
+    assert_eq!(read(&ctx.join("data/file")), "context content\n");
+    assert!(
+        !ctx.join("data/added").exists(),
+        "rw bind wrote into the context"
+    );
+    assert!(!r.join("data").exists(), "bind mount content in the image");
+    assert_eq!(read(&o.join("from-dir")), "built\n");
+    assert_eq!(read(&o.join("from-file")), "single\n");
+    assert!(!r.join("mnt").exists());
+    assert!(!r.join("art").exists() && !r.join("single").exists());
+}
+
+/// Every file under `dir`, recursively (binary-safe), with gzip blobs also searched
+/// decompressed: the paths that contain `needle`.
+fn grep_tree(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let ft = fs::symlink_metadata(&p).unwrap().file_type();
+            if ft.is_dir() {
+                todo.push(p);
+            } else if ft.is_file() {
+                let data = fs::read(&p).unwrap();
+                let mut found = contains(&data, needle);
+                if !found && data.starts_with(&[0x1f, 0x8b]) {
+                    let out = check(tool("gzip").arg("-dc").arg(&p));
+                    found = contains(&out, needle);
+                }
+                if found {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// (4c) Secrets by file and by env, at the default path, at target=, and as env=;
+/// never stored; a missing required one fails clearly.
+#[test]
+fn secret_mounts() {
+    let env = Env::new();
+    let file_secret = "file-SECRET-7f3a9c1e-value";
+    let env_secret = "env-SECRET-b52d08e4-value";
+    let secret_file = env.path("secret.txt");
+    fs::write(&secret_file, file_secret).unwrap();
+    let dockerfile = r#"FROM busybox
+RUN mkdir /out
+RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /out/default
+RUN --mount=type=secret,id=tok,target=/etc/app/token sha256sum /etc/app/token | cut -d' ' -f1 > /out/target
+RUN --mount=type=secret,id=envtok sha256sum /run/secrets/envtok | cut -d' ' -f1 > /out/from-env
+RUN --mount=type=secret,id=tok,env=MY_TOKEN printf %s "$MY_TOKEN" | sha256sum | cut -d' ' -f1 > /out/env-option && if [ -e /run/secrets/tok ]; then echo file; else echo nofile; fi > /out/env-option-file
+RUN --mount=type=secret,id=absent echo optional > /out/optional
+"#;
+    let ctx = env.context("ctx", dockerfile, &[]);
+    let src = format!("id=tok,src={}", secret_file.display());
+    let out = env
+        .pybuild()
+        .env("PYBUILD_TEST_SECRET", env_secret)
+        .args(["build", "--progress=plain", "-t", "secrets"])
+        .args(["--secret", &src])
+        .args(["--secret", "id=envtok,env=PYBUILD_TEST_SECRET"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success(&out, "building with secrets");
+    let r = env.unpack("secrets");
+    let o = r.join("out");
+    let file_sum = format!("{}\n", sha256_hex(file_secret.as_bytes()));
+    let env_sum = format!("{}\n", sha256_hex(env_secret.as_bytes()));
+    assert_eq!(read(&o.join("default")), file_sum);
+    assert_eq!(read(&o.join("target")), file_sum);
+    assert_eq!(read(&o.join("from-env")), env_sum);
+    assert_eq!(read(&o.join("env-option")), file_sum);
+    // BuildKit: with env= and no target=, the secret is not mounted as a file.
+    assert_eq!(read(&o.join("env-option-file")), "nofile\n");
+    assert_eq!(read(&o.join("optional")), "optional\n");
+    assert!(
+        !r.join("run/secrets").exists(),
+        "secret mount point in the image"
+    );
+    assert!(
+        !r.join("etc/app").exists(),
+        "secret target= mount point in the image"
+    );
+
+    // A required secret that was not given.
+    let ctx2 = env.context(
+        "ctx2",
+        "FROM busybox\nRUN --mount=type=secret,id=needed,required=true cat /run/secrets/needed\n",
+        &[],
+    );
+    let out2 = env.build(&ctx2, "missing", &[]);
+    let stderr2 = text(&out2.stderr);
+    assert!(!out2.status.success());
+    assert!(stderr2.contains("Dockerfile:2"), "{stderr2}");
+    assert!(stderr2.contains("\"needed\" is required"), "{stderr2}");
+    assert!(env.manifest("missing").is_none());
+
+    // The values appear nowhere: not in any file of the store (blobs decompressed
+    // too), not in pybuild's output.
+    for secret in [file_secret, env_secret] {
+        let hits = grep_tree(&env.root, secret.as_bytes());
+        assert!(hits.is_empty(), "secret found in {hits:?}");
+        for stream in [&out.stdout, &out.stderr, &out2.stdout, &out2.stderr] {
+            assert!(!text(stream).contains(secret), "secret in the output");
+        }
+    }
+    // The grep itself can see a value that is there.
+    assert!(!grep_tree(&env.root, b"optional\n").is_empty());
+    env.verify_store();
+}
+
+/// (4d) `--network=none`: only the loopback interface.
+#[test]
+fn network_none() {
+    let env = Env::new();
+    let ctx = env.context(
+        "ctx",
+        "FROM busybox\nRUN --network=none cat /proc/net/dev > /netdev\n",
+        &[],
+    );
+    env.build_ok(&ctx, "net", &[]);
+    let r = env.unpack("net");
+    let ifaces: Vec<String> = read(&r.join("netdev"))
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+        .collect();
+    assert_eq!(ifaces, vec!["lo"]);
+}
+
+/// (5) No stub /etc/hosts, /etc/resolv.conf or /etc/hostname in RUN layers on a base
+/// that lacks them, while the step still sees them.
+#[test]
+fn no_stub_files_in_run_layers() {
+    let env = Env::new();
+    let base = env.unpack("busybox");
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        assert!(!base.join("etc").join(f).exists(), "base has /etc/{f}");
+    }
+    let dockerfile = "FROM busybox\n\
+        RUN grep -q localhost /etc/hosts && echo x > /etc/touched\n\
+        RUN --network=none cat /etc/hosts > /hosts-none && echo y > /etc/touched2\n\
+        RUN --network=host hostname > /hostname-seen && ls /etc > /etc-seen\n";
+    let ctx = env.context("ctx", dockerfile, &[]);
+    env.build_ok(&ctx, "stubs", &[]);
+    let layers = env.layers("stubs");
+    assert_eq!(layers.len(), 5);
+    for digest in &layers[2..] {
+        let listing = env.layer_listing(digest);
+        assert!(!listing.is_empty());
+        for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+            assert!(
+                !listing
+                    .iter()
+                    .any(|e| e == f || e.ends_with(&format!(".wh.{}", &f[4..]))),
+                "{f} in a RUN layer: {listing:?}"
+            );
+        }
+    }
+    let r = env.unpack("stubs");
+    assert_eq!(
+        names(&r.join("etc")),
+        vec!["group", "passwd", "touched", "touched2"]
+    );
+    assert!(read(&r.join("hosts-none")).contains("localhost"));
+    assert_eq!(read(&r.join("hostname-seen")), "pybuild\n");
+}
+
+/// (6) RUN and the build cache: unchanged → cached; ENV or a used build arg changed
+/// → re-run; an empty RUN is an `empty_layer` history entry with no layer.
+#[test]
+fn run_cache() {
+    let env = Env::new();
+    let dockerfile = |e: &str| {
+        format!(
+            "FROM busybox\nENV E={e}\nRUN echo \"$E\" > /e\nARG V=d\nRUN echo \"$V\" > /v\nRUN true\n"
+        )
+    };
+    let ctx = env.context("ctx", &dockerfile("1"), &[]);
+    let first = env.build_ok(&ctx, "c", &["--build-arg", "V=one"]);
+    let names_of = |out: &Output| run_steps(&text(&out.stderr));
+    assert_eq!(
+        names_of(&first),
+        vec![
+            ("RUN echo \"$E\" > /e".to_owned(), false),
+            ("RUN echo \"$V\" > /v".to_owned(), false),
+            ("RUN true".to_owned(), false),
+        ]
+    );
+    // Nothing changed: everything cached.
+    let again = env.build_ok(&ctx, "c", &["--build-arg", "V=one"]);
+    assert!(
+        names_of(&again).iter().all(|(_, cached)| *cached),
+        "{:?}",
+        names_of(&again)
+    );
+    // A different value for the declared ARG: the RUNs after it re-run.
+    let arg = env.build_ok(&ctx, "c", &["--build-arg", "V=two"]);
+    let cached: Vec<bool> = names_of(&arg).iter().map(|s| s.1).collect();
+    assert_eq!(cached, vec![true, false, false]);
+    assert_eq!(read(&env.unpack("c").join("v")), "two\n");
+    // ENV changed before the RUN: it re-runs (BuildKit: ENV is part of the RUN's
+    // definition).
+    fs::write(ctx.join("Dockerfile"), dockerfile("2")).unwrap();
+    let changed = env.build_ok(&ctx, "c", &["--build-arg", "V=two"]);
+    let cached: Vec<bool> = names_of(&changed).iter().map(|s| s.1).collect();
+    assert_eq!(cached, vec![false, false, false]);
+    let r = env.unpack("c");
+    assert_eq!(read(&r.join("e")), "2\n");
+
+    // `RUN true`: no layer, history marks it empty.
+    let config = env.config("c");
+    assert_eq!(env.layers("c").len(), 4);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
+    let history = config["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert!(
+        last["created_by"].as_str().unwrap().contains("RUN"),
+        "{last}"
+    );
+    assert!(
+        last["created_by"].as_str().unwrap().contains("true"),
+        "{last}"
+    );
+    assert_eq!(last["empty_layer"], Value::Bool(true), "{last}");
+    let non_empty = history
+        .iter()
+        .filter(|h| h["empty_layer"] != Value::Bool(true))
+        .count();
+    assert_eq!(non_empty, 4);
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap() {
+        let e = e.unwrap();
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = fs::read(e.path().join("cmdline"))
+            && cmdline == want
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// (7) Ctrl-C during a RUN: pybuild stops promptly, kills the step's processes,
+/// unmounts, and leaves the store consistent.
+#[test]
+fn ctrl_c_stops_run() {
+    let env = Env::new();
+    // A number nothing else on the machine runs `sleep` with.
+    let ctx = env.context("ctx", "FROM busybox\nRUN sleep 1237\n", &[]);
+    assert!(processes_running(&["sleep", "1237"]).is_empty());
+    let mut child = env
+        .pybuild()
+        .args(["build", "--progress=plain", "-t", "interrupted"])
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains("RUN sleep 1237") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the RUN step never started");
+    // The step line is printed before the process starts: wait for the process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_running(&["sleep", "1237"]).is_empty() {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check(tool("kill").args(["-INT", &child.id().to_string()]));
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("pybuild still running 10s after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = reader.join().unwrap();
+    assert!(!status.success(), "interrupted build succeeded:\n{output}");
+    assert!(
+        processes_running(&["sleep", "1237"]).is_empty(),
+        "the RUN's process survived Ctrl-C"
+    );
+    let root = env.root.canonicalize().unwrap();
+    let mountinfo = read(Path::new("/proc/self/mountinfo"));
+    let left: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains(root.to_str().unwrap()))
+        .collect();
+    assert!(left.is_empty(), "mounts left under the store: {left:?}");
+    assert!(env.manifest("interrupted").is_none());
+    env.verify_store();
+}

@@ -205,6 +205,15 @@ pub fn build(
             "containerimage.config.digest": solved.config_digest,
             "containerimage.descriptor": solved.manifest,
         });
+        // The base images as resolved, so a build can be pinned to them.
+        let bases: serde_json::Map<String, serde_json::Value> = solved
+            .base_images
+            .iter()
+            .map(|(name, digest)| (name.clone(), serde_json::json!(digest)))
+            .collect();
+        if !bases.is_empty() {
+            meta["pybuild.base-images"] = serde_json::Value::Object(bases);
+        }
         let names: Vec<String> = tags.iter().chain(&pushed).cloned().collect();
         if !names.is_empty() {
             meta["image.name"] = serde_json::Value::String(names.join(","));

@@ -571,8 +571,8 @@ impl Solver<'_> {
                         // key identifies the content.
                         let copy = self.store.temp_dir()?;
                         let tree = state.tree(self.store);
-                        materialize(&tree, &source, copy.path()).map_err(|e| err(e.to_string()))?;
-                        let path = copy.path().to_path_buf();
+                        let path = materialize(&tree, &source, copy.path())
+                            .map_err(|e| err(format!("{source} in {from}: {e}")))?;
                         let key = json!({"from": state.key, "source": source});
                         return Ok(Resolved {
                             key: json!({"type": "bind", "target": target, "content": key, "rw": !mount.read_only}),
@@ -595,8 +595,8 @@ impl Solver<'_> {
                     // the user's context.
                     let copy = self.store.temp_dir()?;
                     let tree = rootfs::LowerTree::new(vec![dir.clone()]);
-                    materialize(&tree, "/", copy.path()).map_err(|e| err(e.to_string()))?;
-                    let path = copy.path().to_path_buf();
+                    let path =
+                        materialize(&tree, "/", copy.path()).map_err(|e| err(e.to_string()))?;
                     guard = Some(Box::new(copy));
                     path
                 };
@@ -616,12 +616,24 @@ impl Solver<'_> {
 }
 
 /// Copy the merged tree under `path` into `dest` (an existing empty directory), with
-/// modes, owners and symlinks.
-fn materialize(tree: &rootfs::LowerTree, path: &str, dest: &Path) -> std::io::Result<()> {
+/// modes, owners and symlinks. Returns what to mount: `dest` for a directory, the
+/// copy inside `dest` for anything else (a bind mount's source may be a single file).
+fn materialize(tree: &rootfs::LowerTree, path: &str, dest: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
-    for e in tree.walk(path)? {
+    let entries = tree.walk(path)?;
+    let root = match entries.first() {
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not found",
+            ));
+        }
+        Some(e) if e.meta.is_dir() => dest.to_path_buf(),
+        Some(_) => dest.join("file"),
+    };
+    for e in entries {
         let out = if e.rel_path.is_empty() {
-            dest.to_path_buf()
+            root.clone()
         } else {
             dest.join(&e.rel_path)
         };
@@ -642,5 +654,5 @@ fn materialize(tree: &rootfs::LowerTree, path: &str, dest: &Path) -> std::io::Re
             fs::set_permissions(&out, fs::Permissions::from_mode(e.meta.mode() & 0o7777))?;
         }
     }
-    Ok(())
+    Ok(root)
 }

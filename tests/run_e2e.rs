@@ -553,6 +553,8 @@ RUN --mount=type=bind,source=data,target=/data cat /data/file > /out/bind && if 
 RUN --mount=type=bind,source=data,target=/data,rw echo changed > /data/file && echo new > /data/added && cat /data/file > /out/bind-rw
 RUN --mount=type=bind,from=builder,source=/art,target=/mnt/art cat /mnt/art/dir-file > /out/from-dir
 RUN --mount=type=bind,from=builder,source=/single,target=/mnt/single cat /mnt/single > /out/from-file
+RUN --mount=type=bind,source=data/file,target=/one cat /one > /out/ctx-file
+RUN --mount=type=bind,source=data/file,target=/one,rw echo rw > /one && cat /one > /out/ctx-file-rw
 "#;
     let ctx = env.context("ctx", dockerfile, &[("data/file", "context content\n")]);
     env.build_ok(&ctx, "mounts", &[]);
@@ -574,6 +576,27 @@ RUN --mount=type=bind,from=builder,source=/single,target=/mnt/single cat /mnt/si
     assert!(!r.join("data").exists(), "bind mount content in the image");
     assert_eq!(read(&o.join("from-dir")), "built\n");
     assert_eq!(read(&o.join("from-file")), "single\n");
+    assert_eq!(read(&o.join("ctx-file")), "context content\n");
+    assert_eq!(read(&o.join("ctx-file-rw")), "rw\n");
+    assert_eq!(read(&ctx.join("data/file")), "context content\n");
+    assert!(!r.join("one").exists());
+
+    // A from= source that the stage lacks is an error (BuildKit cannot resolve the mount
+    // too), not an empty directory.
+    let ctx2 = env.context(
+        "ctx2",
+        "FROM busybox AS builder\nFROM busybox\n\
+         RUN --mount=type=bind,from=builder,source=/nonexistent,target=/x ls /x\n",
+        &[],
+    );
+    let out = env.build(&ctx2, "nosource", &[]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Dockerfile:3"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent in builder: not found"),
+        "{stderr}"
+    );
     assert!(!r.join("mnt").exists());
     assert!(!r.join("art").exists() && !r.join("single").exists());
 }

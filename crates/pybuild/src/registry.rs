@@ -85,6 +85,7 @@ impl pybuild_solver::ImageSource for RegistrySource {
             platform,
             &pybuild_registry::NoProgress,
         )?;
+        record_sources(store, &pulled.descriptor, &reference);
         Ok(pulled.descriptor)
     }
 }
@@ -103,6 +104,66 @@ impl pybuild_solver::Downloader for RegistrySource {
     }
 }
 
+/// Where the store's blobs are known to exist in registries (`registry/repository`
+/// per blob digest), learnt from pulls and pushes: a push to another repository of
+/// the same registry mounts them from there instead of uploading (what containerd
+/// records as `distribution.source` labels). Losing an entry only costs an upload,
+/// so the file is rewritten atomically without a lock.
+fn sources_file(store: &Store) -> PathBuf {
+    store.root().join("state").join("blob-sources.json")
+}
+
+fn read_sources(store: &Store) -> std::collections::BTreeMap<String, Vec<String>> {
+    std::fs::read(sources_file(store))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Remember that the blobs of `desc` exist in `reference`'s repository.
+fn record_sources(store: &Store, desc: &Descriptor, reference: &Reference) {
+    let Ok(image) = store.image(desc, None) else {
+        return;
+    };
+    let repo = reference.name();
+    let mut sources = read_sources(store);
+    for digest in image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| &l.digest)
+        .chain(std::iter::once(&image.config_descriptor.digest))
+    {
+        let entry = sources.entry(digest.to_string()).or_default();
+        if !entry.contains(&repo) {
+            entry.push(repo.clone());
+            // A few repositories per blob are plenty.
+            if entry.len() > 8 {
+                entry.remove(0);
+            }
+        }
+    }
+    let file = sources_file(store);
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = crate::build::write_file_atomic(&file, &pybuild_oci::canonical_json(&sources));
+}
+
+/// A repository of `reference`'s registry, other than its own, holding the first
+/// layer of `desc` (the client mounts every blob from it, uploading what it lacks).
+fn mount_source(store: &Store, desc: &Descriptor, reference: &Reference) -> Option<String> {
+    let image = store.image(desc, None).ok()?;
+    let first = image.manifest.layers.first()?;
+    let prefix = format!("{}/", reference.registry);
+    read_sources(store)
+        .get(&first.digest.to_string())?
+        .iter()
+        .rev()
+        .find(|r| r.starts_with(&prefix) && **r != reference.name())
+        .map(|r| r[prefix.len()..].to_string())
+}
+
 /// `pybuild pull NAME`: fetch an image for `platform` and tag it locally.
 pub fn pull(
     store: &Store,
@@ -116,6 +177,7 @@ pub fn pull(
     let pulled = pybuild_registry::pull(&client, store, &reference, platform, progress)?;
     let local = local_name(name);
     store.set_tag(&local, &pulled.descriptor)?;
+    record_sources(store, &pulled.descriptor, &reference);
     Ok((local, pulled.descriptor))
 }
 
@@ -144,14 +206,12 @@ pub(crate) fn push_descriptor(
     progress: &dyn RegistryProgress,
 ) -> Result<(String, pybuild_registry::PushResult)> {
     let client = settings.client()?;
-    let result = pybuild_registry::push(
-        &client,
-        store,
-        desc,
-        reference,
-        &PushOptions::default(),
-        progress,
-    )?;
+    let options = PushOptions {
+        mount_from: mount_source(store, desc, reference),
+        ..PushOptions::default()
+    };
+    let result = pybuild_registry::push(&client, store, desc, reference, &options, progress)?;
+    record_sources(store, desc, reference);
     Ok((reference.to_string(), result))
 }
 

@@ -414,6 +414,8 @@ pub fn solve(
         os_features: Vec::new(),
         variant: graph.target_platform.variant.clone(),
     };
+    let pulled = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let ids = std::sync::atomic::AtomicUsize::new(0);
     let mut solver = Solver {
         store,
         context,
@@ -425,18 +427,84 @@ pub fn solve(
         downloader: backends.downloader,
         cancel: backends.cancel.clone(),
         current_step: None,
-        pulled: std::collections::BTreeMap::new(),
+        pulled: &pulled,
         platform,
         states: vec![None; graph.stages.len()],
-        next_id: 0,
+        ids: &ids,
         now: options.source_date_epoch.unwrap_or_else(time::now),
         base_images: Vec::new(),
         cached_steps: 0,
         fs_steps: 0,
     };
-    for &index in &graph.order {
-        let state = solver.run_stage(&graph.stages[index])?;
-        solver.states[index] = Some(state);
+    // Stages run as soon as the stages they depend on are done; independent ones run
+    // in parallel, each on its own thread with its own copy of the finished states
+    // (BuildKit's solver does the same for independent LLB vertices).
+    let mut remaining: Vec<usize> = graph.order.clone();
+    while !remaining.is_empty() {
+        let ready: Vec<usize> = remaining
+            .iter()
+            .copied()
+            .filter(|&i| {
+                graph.stages[i]
+                    .deps
+                    .iter()
+                    .all(|&d| solver.states[d].is_some() || !graph.is_needed(d))
+            })
+            .collect();
+        if ready.is_empty() {
+            return Err(Error::BadImage {
+                image: graph.stages[remaining[0]].display_name(),
+                message: "its dependencies can never be built".into(),
+            });
+        }
+        remaining.retain(|i| !ready.contains(i));
+        let results: Vec<(usize, std::thread::Result<Result<(State, Solver<'_>)>>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = ready
+                    .iter()
+                    .map(|&i| {
+                        let mut runner = solver.runner();
+                        let stage = &graph.stages[i];
+                        (
+                            i,
+                            scope.spawn(move || {
+                                let result = runner.run_stage(stage);
+                                if result.is_err()
+                                    && let Some(cancel) = &runner.cancel
+                                {
+                                    // Stop the siblings: the build has failed.
+                                    cancel.cancel();
+                                }
+                                result.map(|state| (state, runner))
+                            }),
+                        )
+                    })
+                    .collect();
+                handles.into_iter().map(|(i, h)| (i, h.join())).collect()
+            });
+        let mut first_error = None;
+        for (i, result) in results {
+            match result {
+                Ok(Ok((state, runner))) => {
+                    solver.states[i] = Some(state);
+                    solver.cached_steps += runner.cached_steps;
+                    solver.fs_steps += runner.fs_steps;
+                    solver.base_images.extend(runner.base_images);
+                }
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(Error::BadImage {
+                        image: graph.stages[i].display_name(),
+                        message: "internal error: the stage's thread panicked".into(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
     }
     let state = solver.states[graph.target]
         .take()
@@ -464,11 +532,14 @@ struct Solver<'a> {
     cancel: Option<pybuild_sandbox::CancelToken>,
     /// The progress id of the step running now (for its output).
     current_step: Option<usize>,
-    /// Base images resolved in this build (a name is pulled at most once per build).
-    pulled: std::collections::BTreeMap<String, Descriptor>,
+    /// Base images resolved in this build (a name is pulled at most once per build;
+    /// shared by the stages running in parallel, held while pulling).
+    pulled: &'a std::sync::Mutex<std::collections::BTreeMap<String, Descriptor>>,
     platform: Platform,
+    /// The finished stages this runner may read (a snapshot taken when it started).
     states: Vec<Option<State>>,
-    next_id: usize,
+    /// Step ids, unique across the stages running in parallel.
+    ids: &'a std::sync::atomic::AtomicUsize,
     now: i64,
     base_images: Vec<(String, Digest)>,
     cached_steps: usize,
@@ -519,10 +590,34 @@ fn clean_abs(path: &str) -> String {
     format!("/{}", rootfs::components(path).join("/"))
 }
 
-impl Solver<'_> {
+impl<'a> Solver<'a> {
+    /// A runner for one stage: the shared parts, a copy of the finished states, and
+    /// its own counters.
+    fn runner(&self) -> Solver<'a> {
+        Solver {
+            store: self.store,
+            context: self.context,
+            graph: self.graph,
+            options: self.options,
+            progress: self.progress,
+            images: self.images,
+            sandbox: self.sandbox,
+            downloader: self.downloader,
+            cancel: self.cancel.clone(),
+            current_step: None,
+            pulled: self.pulled,
+            platform: self.platform.clone(),
+            states: self.states.clone(),
+            ids: self.ids,
+            now: self.now,
+            base_images: Vec::new(),
+            cached_steps: 0,
+            fs_steps: 0,
+        }
+    }
+
     fn start(&mut self, name: String) -> usize {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.progress.event(&Event::StepStarted { id, name });
         id
     }
@@ -729,7 +824,10 @@ impl Solver<'_> {
             Some(source) => source.local_name(name),
             None => pybuild_store::normalize_tag(name),
         };
-        if let Some(desc) = self.pulled.get(&local) {
+        // Held while pulling: parallel stages wanting the same image wait for one pull.
+        let pulled = self.pulled;
+        let mut pulled = pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(desc) = pulled.get(&local) {
             return Ok(desc.clone());
         }
         let fail = |message: String, hint: Option<String>| Error::Step {
@@ -767,7 +865,7 @@ impl Solver<'_> {
                 ));
             }
         };
-        self.pulled.insert(local, desc.clone());
+        pulled.insert(local, desc.clone());
         Ok(desc)
     }
 

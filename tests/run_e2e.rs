@@ -915,3 +915,67 @@ fn ctrl_c_stops_run() {
     assert!(env.manifest("interrupted").is_none());
     env.verify_store();
 }
+
+/// Every entry under `root` as `path mode uid:gid size link-target`, sorted.
+fn tree_listing(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let link = fs::read_link(&path)
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            let size = if meta.is_file() { meta.len() } else { 0 };
+            out.push(format!(
+                "{rel} {:o} {}:{} {size} {link}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ));
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// `--squash`: the base image's layers plus exactly one new layer, and the same final
+/// file system as the unsquashed build (deletions of base files, a directory removed
+/// and recreated, files replaced across steps).
+#[test]
+fn squash_gives_one_new_layer_with_the_same_filesystem() {
+    let env = Env::new();
+    let dockerfile = "FROM busybox\n\
+        RUN mkdir -p /d/sub && echo 1 > /d/sub/a && echo x > /d/x && rm /bin/vi\n\
+        RUN rm -rf /d && mkdir -p /d && echo 2 > /d/b\n\
+        COPY f /d/\n\
+        RUN rm -rf /home && mkdir /home && echo new > /home/n\n\
+        CMD [\"/bin/sh\"]\n";
+    let ctx = env.context("ctx", dockerfile, &[("f", "file\n")]);
+    env.build_ok(&ctx, "plain", &[]);
+    env.build_ok(&ctx, "squashed", &["--squash"]);
+    let layers = |tag: &str| -> usize {
+        let m: serde_json::Value = serde_json::from_slice(&check(
+            tool("skopeo")
+                .args(["inspect", "--raw"])
+                .arg(format!("oci:{}:{tag}:latest", env.root.display())),
+        ))
+        .unwrap();
+        m["layers"].as_array().unwrap().len()
+    };
+    let base = layers("busybox");
+    assert_eq!(layers("plain"), base + 4);
+    assert_eq!(layers("squashed"), base + 1);
+    let plain = env.unpack("plain");
+    let squashed = env.unpack("squashed");
+    assert_eq!(tree_listing(&plain), tree_listing(&squashed));
+    assert!(!squashed.join("bin/vi").exists());
+    assert!(!squashed.join("home/app").exists());
+    assert_eq!(fs::read_to_string(squashed.join("d/b")).unwrap(), "2\n");
+    assert!(!squashed.join("d/sub").exists());
+}

@@ -148,6 +148,7 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
             source_date_epoch: source_date_epoch(settings)?,
             oci_mediatypes: settings.oci_mediatypes.unwrap_or(true),
             labels: settings.labels.clone(),
+            squash: settings.squash,
         },
         outputs: outputs(settings)?,
         iidfile: settings.iidfile.clone(),

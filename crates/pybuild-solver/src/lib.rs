@@ -33,6 +33,7 @@ mod config;
 mod diff;
 pub mod rootfs;
 mod run;
+mod squash;
 mod time;
 mod user;
 
@@ -314,6 +315,8 @@ pub struct SolveOptions {
     pub oci_mediatypes: bool,
     /// `--label`s, applied to the final image after the Dockerfile's.
     pub labels: Vec<(String, String)>,
+    /// `--squash`: the layers the Dockerfile adds become one.
+    pub squash: bool,
 }
 
 impl Default for SolveOptions {
@@ -328,6 +331,7 @@ impl Default for SolveOptions {
             source_date_epoch: None,
             oci_mediatypes: true,
             labels: Vec::new(),
+            squash: false,
         }
     }
 }
@@ -382,6 +386,10 @@ struct State {
     config: ImageConfig,
     layers: Vec<Layer>,
     key: Digest,
+    /// How many of `layers` and of the history entries come from the base image
+    /// (`--squash` keeps those).
+    base_layers: usize,
+    base_history: usize,
     /// Creation time of the newest layer step so far (history and config times).
     created: Option<i64>,
 }
@@ -763,6 +771,8 @@ impl<'a> Solver<'a> {
         State {
             config,
             layers: Vec::new(),
+            base_layers: 0,
+            base_history: 0,
             created: None,
             key: key_of(
                 &Digest::of(b"scratch"),
@@ -811,6 +821,8 @@ impl<'a> Solver<'a> {
                 &image.descriptor.digest,
                 json!({"op": "image", "platform": self.platform}),
             ),
+            base_layers: layers.len(),
+            base_history: config.history.len(),
             config,
             layers,
             created: None,
@@ -1649,8 +1661,49 @@ impl<'a> Solver<'a> {
         Ok(())
     }
 
+    /// Replace the layers above the base by one layer with the same merged content;
+    /// their history entries stay, all but the last marked `empty_layer`.
+    fn squash(&mut self, state: &mut State) -> Result<()> {
+        let new = &state.layers[state.base_layers..];
+        let key = key_of(
+            &state.key,
+            json!({"op": "squash",
+                   "layers": new.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
+                   "layer": self.layer_settings()}),
+        );
+        let layer = match self.cached(&key)? {
+            Some((Some(layer), _)) => layer,
+            _ => {
+                let dirs: Vec<PathBuf> = new
+                    .iter()
+                    .map(|l| self.store.snapshot_path(&l.diff_id))
+                    .collect();
+                let refs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
+                let dir = self.store.temp_dir()?;
+                squash::squash(&refs, dir.path()).map_err(|e| Error::BadImage {
+                    image: "squashed layer".into(),
+                    message: e.to_string(),
+                })?;
+                self.commit(dir, &key)?
+            }
+        };
+        state.layers.truncate(state.base_layers);
+        state.layers.push(layer);
+        let base_history = state.base_history.min(state.config.history.len());
+        let ours = &mut state.config.history[base_history..];
+        // The squashed layer is attributed to the last step that made a layer.
+        let last = ours.iter().rposition(|h| !h.empty_layer).unwrap_or(0);
+        for (i, h) in ours.iter_mut().enumerate() {
+            h.empty_layer = i != last;
+        }
+        Ok(())
+    }
+
     /// Write the target's config and manifest blobs.
     fn write_image(&mut self, mut state: State) -> Result<Solved> {
+        if self.options.squash && state.layers.len() > state.base_layers + 1 {
+            self.squash(&mut state)?;
+        }
         let oci = self.options.oci_mediatypes;
         // The newest layer's time (BuildKit's exporter does the same), so an unchanged
         // rebuild writes the same config and the same image ID.

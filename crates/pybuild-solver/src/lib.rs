@@ -466,30 +466,29 @@ pub fn solve(
             });
         }
         remaining.retain(|i| !ready.contains(i));
-        let results: Vec<(usize, std::thread::Result<Result<(State, Solver<'_>)>>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = ready
-                    .iter()
-                    .map(|&i| {
-                        let mut runner = solver.runner();
-                        let stage = &graph.stages[i];
-                        (
-                            i,
-                            scope.spawn(move || {
-                                let result = runner.run_stage(stage);
-                                if result.is_err()
-                                    && let Some(cancel) = &runner.cancel
-                                {
-                                    // Stop the siblings: the build has failed.
-                                    cancel.cancel();
-                                }
-                                result.map(|state| (state, runner))
-                            }),
-                        )
-                    })
-                    .collect();
-                handles.into_iter().map(|(i, h)| (i, h.join())).collect()
-            });
+        let results: Vec<StageOutcome<'_>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ready
+                .iter()
+                .map(|&i| {
+                    let mut runner = solver.runner();
+                    let stage = &graph.stages[i];
+                    (
+                        i,
+                        scope.spawn(move || {
+                            let result = runner.run_stage(stage);
+                            if result.is_err()
+                                && let Some(cancel) = &runner.cancel
+                            {
+                                // Stop the siblings: the build has failed.
+                                cancel.cancel();
+                            }
+                            result.map(|state| (state, runner))
+                        }),
+                    )
+                })
+                .collect();
+            handles.into_iter().map(|(i, h)| (i, h.join())).collect()
+        });
         let mut first_error = None;
         for (i, result) in results {
             match result {
@@ -527,6 +526,9 @@ pub fn solve(
     })?;
     Ok(solved)
 }
+
+/// A stage's index and what its thread returned.
+type StageOutcome<'a> = (usize, std::thread::Result<Result<(State, Solver<'a>)>>);
 
 struct Solver<'a> {
     store: &'a Store,
@@ -838,7 +840,9 @@ impl<'a> Solver<'a> {
         };
         // Held while pulling: parallel stages wanting the same image wait for one pull.
         let pulled = self.pulled;
-        let mut pulled = pulled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pulled = pulled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(desc) = pulled.get(&local) {
             return Ok(desc.clone());
         }
@@ -1522,7 +1526,10 @@ impl<'a> Solver<'a> {
             hint,
         };
         let Some(downloader) = self.downloader else {
-            return Err(fail(format!("ADD {}: this build cannot download", src.value), None));
+            return Err(fail(
+                format!("ADD {}: this build cannot download", src.value),
+                None,
+            ));
         };
         let dir = self.store.temp_dir()?;
         let path = dir.path().join("download");

@@ -107,14 +107,26 @@ fn merge(src: &Path, dst: &Path) -> io::Result<()> {
         } else if ft.is_file() {
             fs::copy(&s, &d)?;
         } else if ft.is_fifo() {
-            mknodat(CWD, &d, FileType::Fifo, Mode::from_raw_mode(meta.mode() & 0o7777), 0)?;
+            mknodat(
+                CWD,
+                &d,
+                FileType::Fifo,
+                Mode::from_raw_mode(meta.mode() & 0o7777),
+                0,
+            )?;
         } else if ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_char_device() {
                 FileType::CharacterDevice
             } else {
                 FileType::BlockDevice
             };
-            mknodat(CWD, &d, kind, Mode::from_raw_mode(meta.mode() & 0o7777), meta.rdev())?;
+            mknodat(
+                CWD,
+                &d,
+                kind,
+                Mode::from_raw_mode(meta.mode() & 0o7777),
+                meta.rdev(),
+            )?;
         } else {
             // Sockets cannot be in a layer.
             continue;

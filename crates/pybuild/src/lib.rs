@@ -8,19 +8,25 @@
 //! - [`dump`]: the parse tree in BuildKit's S-expression form.
 //! - [`plan`]: the validated build graph (stages, steps, scoping, pruning) for a set of
 //!   build options.
+//! - [`Builder`]: build an image (the one call a build tool needs), with progress
+//!   events and cancellation; [`build`] holds the request/result types behind it.
 //! - [`store`]: the local image store (list, inspect, tag, remove, save, load,
-//!   prune, verify).
+//!   prune, verify); [`registry`]: pull, push, login, logout.
 //!
 //! Library code never prints; errors are [`Error`] values, and
 //! [`Error::render`] formats Dockerfile errors like a compiler does.
 
+#![deny(missing_docs)]
+
 pub mod build;
+mod builder;
 mod export;
 pub mod registry;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 
+pub use builder::Builder;
 pub use pybuild_dockerfile as dockerfile;
 pub use pybuild_graph as graph;
 pub use pybuild_graph::{BuildGraph, Options as PlanOptions, Platform};

@@ -979,3 +979,56 @@ fn squash_gives_one_new_layer_with_the_same_filesystem() {
     assert_eq!(fs::read_to_string(squashed.join("d/b")).unwrap(), "2\n");
     assert!(!squashed.join("d/sub").exists());
 }
+
+/// Independent stages run in parallel (their RUN steps overlap in the event stream),
+/// and a stage the target does not need never starts.
+#[test]
+fn independent_stages_run_in_parallel_and_pruned_stages_never_start() {
+    let env = Env::new();
+    let dockerfile = "FROM busybox AS left\nRUN sleep 1 && echo left > /left\n\
+        FROM busybox AS right\nRUN sleep 1 && echo right > /right\n\
+        FROM busybox AS unused\nRUN echo never > /never\n\
+        FROM busybox\nCOPY --from=left /left /left\nCOPY --from=right /right /right\n";
+    let ctx = env.context("ctx", dockerfile, &[]);
+    let out = env
+        .pybuild()
+        .args(["build", "--progress=rawjson", "-t", "app"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success(&out, "building app");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let vertex = |needle: &str| -> u64 {
+        events
+            .iter()
+            .find(|e| e["name"].as_str().is_some_and(|n| n.contains(needle)))
+            .and_then(|e| e["vertex"].as_u64())
+            .unwrap_or_else(|| panic!("no step named {needle}: {events:?}"))
+    };
+    let position = |vertex: u64, status: &str| -> usize {
+        events
+            .iter()
+            .position(|e| e["vertex"] == vertex && e["status"] == status)
+            .unwrap_or_else(|| panic!("vertex {vertex} never {status}"))
+    };
+    let left = vertex("RUN sleep 1 && echo left");
+    let right = vertex("RUN sleep 1 && echo right");
+    // Both RUN steps started before either finished.
+    let first_done = position(left, "done").min(position(right, "done"));
+    assert!(position(left, "started") < first_done, "{events:?}");
+    assert!(position(right, "started") < first_done, "{events:?}");
+    // The pruned stage never started.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["name"].as_str().is_some_and(|n| n.contains("unused"))),
+        "{events:?}"
+    );
+    let r = env.unpack("app");
+    assert_eq!(fs::read_to_string(r.join("left")).unwrap(), "left\n");
+    assert_eq!(fs::read_to_string(r.join("right")).unwrap(), "right\n");
+    assert!(!r.join("never").exists());
+}

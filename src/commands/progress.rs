@@ -90,7 +90,7 @@ impl Printer {
                 "--progress=tty: standard error is not a terminal; printing plain progress",
             );
         }
-        let tty = (resolved == Mode::Tty).then(Tty::new);
+        let tty = (resolved == Mode::Tty).then(|| Tty::new(ProgressDrawTarget::stderr_with_hz(10)));
         Self {
             mode: resolved,
             start: Instant::now(),
@@ -367,8 +367,8 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Tty {
-    fn new() -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    fn new(target: ProgressDrawTarget) -> Self {
+        let multi = MultiProgress::with_draw_target(target);
         let header = multi.add(ProgressBar::new_spinner());
         header.set_style(style("[+] Building {secs} {msg}"));
         header.set_message("(0/0)");
@@ -532,6 +532,58 @@ mod tests {
         // Under `cargo test` standard error is captured or a pipe in CI; either way
         // an explicit mode is kept.
         assert_eq!(Printer::new(Mode::Rawjson).mode(), Mode::Rawjson);
+    }
+
+    fn output(id: usize, line: &str) -> Event {
+        Event::StepOutput {
+            id,
+            stream: 1,
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn tty_keeps_the_last_lines_of_a_running_step() {
+        let mut tty = Tty::new(ProgressDrawTarget::hidden());
+        let started = |id: usize| Event::StepStarted {
+            id,
+            name: format!("[stage-0 {id}/2] RUN x"),
+        };
+        tty.event(&started(0), 0.0);
+        for i in 0..10 {
+            tty.event(&output(0, &format!("line {i}")), 0.0);
+        }
+        let tail = &tty.tails[&0];
+        assert_eq!(tail.bars.len(), TAIL_LINES);
+        let shown: Vec<String> = tail.bars.iter().map(ProgressBar::message).collect();
+        assert_eq!(shown.first().unwrap(), "# line 4");
+        assert_eq!(shown.last().unwrap(), "# line 9");
+
+        // Done: the tail goes, the step line says how it ended.
+        tty.event(&Event::StepFinished { id: 0 }, 1.25);
+        assert!(tty.tails.is_empty());
+        assert_eq!(tty.bars[&0].message(), "DONE [stage-0 0/2] RUN x");
+        assert_eq!(tty.bars[&0].prefix(), "1.2s");
+        assert!(tty.bars[&0].is_finished());
+
+        // An error keeps the tail on screen.
+        tty.event(&started(1), 0.0);
+        tty.event(&output(1, "\u{1b}[31mboom\u{1b}[0m"), 0.0);
+        let kept = tty.tails[&1].bars.clone();
+        tty.end_step(1, End::Error, 0.5);
+        assert_eq!(tty.bars[&1].message(), "ERROR [stage-0 1/2] RUN x");
+        assert_eq!(kept[0].message(), "# boom");
+        assert!(kept[0].is_finished());
+
+        let header = tty.header.clone();
+        tty.counts(2, 2);
+        tty.finish(false);
+        assert!(header.is_finished());
+        assert!(
+            header.message().ends_with("(2/2) FAILED"),
+            "{}",
+            header.message()
+        );
     }
 
     #[test]

@@ -512,7 +512,8 @@ fn completions_for_each_shell() {
         assert_eq!(stderr, "", "{shell}");
         assert!(stdout.len() > 1000, "{shell}: {stdout}");
         assert!(stdout.contains("build"), "{shell}: no `build`");
-        assert!(stdout.contains("tag"), "{shell}: no `--tag`");
+        let tag = if shell == "fish" { "-l tag" } else { "--tag" };
+        assert!(stdout.contains(tag), "{shell}: no `--tag`");
         assert!(stdout.contains("progress"), "{shell}: no `--progress`");
     }
     let out = pybuild().args(["completions", "tcsh"]).output().unwrap();

@@ -119,6 +119,32 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove stored credentials for a registry
     Logout(LogoutArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one per command into a directory
+    Man(ManArgs),
+}
+
+/// `pybuild completions SHELL`
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  pybuild completions bash > /etc/bash_completion.d/pybuild
+  pybuild completions zsh > \"${fpath[1]}/_pybuild\"
+  pybuild completions fish > ~/.config/fish/completions/pybuild.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `pybuild man [DIR]`
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write pybuild.1 and one page per subcommand (pybuild-build.1, ...) here,
+    /// instead of printing pybuild.1
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `pybuild pull NAME`
@@ -315,36 +341,25 @@ pub struct DebugGraphArgs {
 
 /// `pybuild build [OPTIONS] PATH`: the options of `docker build` (buildx).
 ///
-/// Options are listed alphabetically, as docker's `--help` does.
+/// `--help` reads like docker's: one short line per option, alphabetical within each
+/// group (what to build, what to produce, how to report it).
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "pybuild build [OPTIONS] PATH | -",
+    after_help = BUILD_AFTER_HELP
+)]
 pub struct BuildArgs {
-    /// Build context directory (`-`: read the Dockerfile from standard input, no context)
+    /// Build context directory (`-`: a Dockerfile on standard input, no context)
     #[arg(value_name = "PATH")]
     pub context: PathBuf,
 
-    /// Set build-time variables (`KEY` alone takes the value from the environment)
+    /// Set build-time variables
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
     pub build_args: Vec<BuildArg>,
 
-    /// Compression for the image layers
-    #[arg(long, value_name = "ALGORITHM")]
-    pub compression: Option<Compression>,
-
-    /// Name of the Dockerfile (default: "PATH/Dockerfile"; `-` reads standard input)
+    /// Name of the Dockerfile (default: "PATH/Dockerfile")
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
-
-    /// Write the image ID to a file
-    #[arg(long, value_name = "FILE")]
-    pub iidfile: Option<PathBuf>,
-
-    /// Set metadata for an image
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    pub labels: Vec<(String, String)>,
-
-    /// Write build result metadata to a file
-    #[arg(long = "metadata-file", value_name = "FILE")]
-    pub metadata_file: Option<PathBuf>,
 
     /// Set the networking mode for the RUN instructions during build
     #[arg(long, value_name = "MODE", default_value = "default")]
@@ -358,55 +373,88 @@ pub struct BuildArgs {
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_parser = parse_target)]
     pub no_cache_filter: Vec<String>,
 
-    /// Use OCI media types in the image manifest
-    #[arg(long = "oci-mediatypes", value_name = "BOOL", value_parser = BoolishValueParser::new())]
-    pub oci_mediatypes: Option<bool>,
-
-    /// Output destination (format: "type=local,dest=path"; a bare path means a local
-    /// directory, `-` a tar archive on standard output)
-    #[arg(short = 'o', long = "output", value_name = "OUTPUT", value_parser = parse_output)]
-    pub outputs: Vec<OutputSpec>,
-
     /// Set target platform for build (comma-separated list)
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',', value_parser = parse_platform)]
     pub platforms: Vec<String>,
-
-    /// Set type of progress output
-    #[arg(long, value_name = "TYPE", default_value = "auto")]
-    pub progress: Progress,
 
     /// Always attempt to pull all referenced images
     #[arg(long)]
     pub pull: bool,
 
-    /// Shorthand for "--output=type=registry"
-    #[arg(long)]
-    pub push: bool,
-
-    /// Suppress the build output and print image ID on success
-    #[arg(short = 'q', long)]
-    pub quiet: bool,
-
     /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret|,env=VAR]")
     #[arg(long = "secret", value_name = "SECRET", value_parser = SecretParser)]
     pub secrets: Vec<SecretSpec>,
 
-    /// Squash newly built layers into a single new layer
-    #[arg(long)]
-    pub squash: bool,
-
-    /// SSH agent socket or keys to expose to the build (format: "default|ID[=SOCKET|KEY[,KEY]]")
+    /// SSH agent socket or keys to expose to the build (format: "default|ID[=SOCKET|KEY]")
     #[arg(long = "ssh", value_name = "SSH", value_parser = parse_ssh)]
     pub ssh: Vec<SshSpec>,
-
-    /// Name and optionally a tag (format: "name:tag")
-    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]", value_parser = parse_tag)]
-    pub tags: Vec<String>,
 
     /// Set the target build stage to build
     #[arg(long, value_name = "STAGE", value_parser = parse_target)]
     pub target: Option<String>,
+
+    /// Compression for the image layers
+    #[arg(long, value_name = "ALGORITHM", help_heading = OUTPUT_OPTIONS)]
+    pub compression: Option<Compression>,
+
+    /// Write the image ID to a file
+    #[arg(long, value_name = "FILE", help_heading = OUTPUT_OPTIONS)]
+    pub iidfile: Option<PathBuf>,
+
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, help_heading = OUTPUT_OPTIONS)]
+    pub labels: Vec<(String, String)>,
+
+    /// Write build result metadata to a file
+    #[arg(long = "metadata-file", value_name = "FILE", help_heading = OUTPUT_OPTIONS)]
+    pub metadata_file: Option<PathBuf>,
+
+    /// Use OCI media types in the image manifest
+    #[arg(long = "oci-mediatypes", value_name = "BOOL", value_parser = BoolishValueParser::new(), help_heading = OUTPUT_OPTIONS)]
+    pub oci_mediatypes: Option<bool>,
+
+    /// Output destination (format: "type=local,dest=path")
+    #[arg(short = 'o', long = "output", value_name = "OUTPUT", value_parser = parse_output, help_heading = OUTPUT_OPTIONS)]
+    pub outputs: Vec<OutputSpec>,
+
+    /// Shorthand for "--output=type=registry"
+    #[arg(long, help_heading = OUTPUT_OPTIONS)]
+    pub push: bool,
+
+    /// Squash newly built layers into a single new layer
+    #[arg(long, help_heading = OUTPUT_OPTIONS)]
+    pub squash: bool,
+
+    /// Name and optionally a tag (format: "name:tag")
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]", value_parser = parse_tag, help_heading = OUTPUT_OPTIONS)]
+    pub tags: Vec<String>,
+
+    /// Set type of progress output (plain shows the output of RUN steps)
+    #[arg(long, value_name = "TYPE", default_value = "auto", help_heading = PROGRESS)]
+    pub progress: Progress,
+
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long, help_heading = PROGRESS)]
+    pub quiet: bool,
 }
+
+/// Heading of the options saying what a build produces.
+const OUTPUT_OPTIONS: &str = "Output Options";
+/// Heading of the options saying how a build reports progress.
+const PROGRESS: &str = "Progress";
+
+/// Shown under `pybuild build --help`.
+const BUILD_AFTER_HELP: &str = "\
+Examples:
+  pybuild build -t myapp:latest .
+  pybuild build -f docker/Dockerfile --build-arg VERSION=1.2 -t myapp .
+  pybuild build --target test --progress=plain .
+  pybuild build -o type=oci,dest=myapp.tar .
+  pybuild build --push -t 127.0.0.1:5000/myapp:v1 .
+
+Outputs (-o): type=image (the default: the local store), registry, local, tar, oci,
+docker; `-o DIR` is type=local, `-o -` a tar on standard output.
+Progress (--progress): auto, tty, plain, rawjson, quiet; see docs/progress-events.md.";
 
 /// `--progress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

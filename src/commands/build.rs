@@ -162,17 +162,33 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
     };
     let printer = progress::Printer::new(settings.progress);
     let result = pybuild::build::build(&store, &request, &printer);
-    printer.finish();
+    match &result {
+        Ok(built) => printer.finish(progress::Outcome::Built {
+            image_id: &built.image_id.to_string(),
+        }),
+        Err(error) => printer.finish(progress::Outcome::Failed {
+            message: &failure_message(error),
+        }),
+    }
     let result = result?;
     if settings.quiet {
         super::write_stdout(&format!("{}\n", result.image_id))?;
-    } else if settings.progress != Progress::Quiet {
+    } else if !matches!(settings.progress, Progress::Quiet | Progress::Rawjson) {
         eprintln!("writing image {}", result.image_id);
         for tag in &result.tags {
             eprintln!("naming to {tag}");
         }
     }
     Ok(())
+}
+
+/// What the progress display says about a failed build: the failing step's error
+/// (the full diagnostic, with the Dockerfile excerpt, is printed after it).
+fn failure_message(error: &pybuild::Error) -> String {
+    match error {
+        pybuild::Error::Build { error, .. } => error.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The agent socket of `--ssh default` (`SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`.

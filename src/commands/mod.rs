@@ -1,6 +1,7 @@
 //! The subcommands. Each turns its parsed arguments into one library call.
 
 pub mod build;
+pub mod completions;
 pub mod debug;
 pub mod debug_graph;
 pub mod images;
@@ -41,6 +42,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => registry::run_push(&args, &cli.global),
         Command::Login(args) => registry::run_login(&args),
         Command::Logout(args) => registry::run_logout(&args),
+        Command::Completions(args) => completions::run_completions(&args),
+        Command::Man(args) => completions::run_man(&args),
     }
 }
 

@@ -311,7 +311,6 @@ fn setup() -> World {
 
 #[test]
 fn python_app_builds_pushes_runs_and_caches() {
-    let started = Instant::now();
     let world = setup();
     let host = world.registry.host();
 
@@ -483,11 +482,6 @@ fn python_app_builds_pushes_runs_and_caches() {
     assert_eq!(changed["COPY requirements.txt ."], "DONE", "{changed:?}");
     assert_eq!(changed[RUN_PIP], "DONE", "pip runs again: {changed:?}");
     assert!(log.contains("Successfully installed"), "{log}");
-    assert!(
-        started.elapsed() < Duration::from_secs(180),
-        "the end-to-end test should stay under 3 minutes: {:?}",
-        started.elapsed()
-    );
 }
 
 /// Force-removes a podman container on drop (also when the test fails).

@@ -247,6 +247,7 @@ fn rawjson_lines_validate_against_the_documented_schema() {
     assert_eq!(
         types(&events),
         [
+            "build_started",
             "step_started",
             "step_done",
             "step_started",
@@ -256,6 +257,8 @@ fn rawjson_lines_validate_against_the_documented_schema() {
         ],
         "{stderr}"
     );
+    assert_eq!(events[0]["total_steps"], 2);
+    let events = &events[1..];
     assert_eq!(events[0]["vertex"], 1);
     assert_eq!(events[0]["name"], "[stage-0 1/2] FROM scratch");
     assert_eq!(events[2]["name"], "[stage-0 2/2] COPY a /a");
@@ -270,8 +273,8 @@ fn rawjson_lines_validate_against_the_documented_schema() {
 
     let (_, stderr) = succeeded(&env.build(&["--progress=rawjson"]));
     let events = validated_events(&stderr);
-    assert_eq!(events[3]["type"], "step_cached", "{stderr}");
-    assert_eq!(events[3]["vertex"], 2);
+    assert_eq!(events[4]["type"], "step_cached", "{stderr}");
+    assert_eq!(events[4]["vertex"], 2);
 
     // A failed build: the JSON lines validate, the failing step has a step_error and
     // the last event says why; the diagnostic that follows is text.

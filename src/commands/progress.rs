@@ -72,6 +72,10 @@ struct State {
     steps: BTreeMap<usize, Step>,
     /// The live view, in `tty` mode.
     tty: Option<Tty>,
+    /// The step the build reported as failed.
+    failed: Option<usize>,
+    /// The steps the build announced.
+    total: usize,
 }
 
 #[derive(Debug)]
@@ -97,6 +101,8 @@ impl Printer {
             state: Mutex::new(State {
                 steps: BTreeMap::new(),
                 tty,
+                failed: None,
+                total: 0,
             }),
         }
     }
@@ -127,10 +133,10 @@ impl Printer {
             .filter(|(_, s)| !s.ended)
             .map(|(id, _)| *id)
             .collect();
-        // The solver runs one step at a time: the last one started is the one that
-        // failed; any other still open was stopped with it.
+        // The step the solver reported failing (stages run in parallel, so it need
+        // not be the last one started); any other still open was stopped with it.
         let failed = match outcome {
-            Outcome::Failed { .. } => open.last().copied(),
+            Outcome::Failed { .. } => state.failed.or_else(|| open.last().copied()),
             Outcome::Built { .. } => None,
         };
         let message = match outcome {
@@ -219,7 +225,7 @@ impl Printer {
                 "type": "step_output", "time": time, "vertex": id + 1,
                 "stream": if *stream == 1 { "stdout" } else { "stderr" }, "line": line,
             }),
-            Event::BaseImage { name, digest } => json!({
+            Event::BaseImage { name, digest, .. } => json!({
                 "type": "base_image", "time": time, "name": name, "digest": digest.to_string(),
             }),
             Event::ImageWritten { digest } => {
@@ -228,6 +234,22 @@ impl Printer {
             Event::Pushed { name, digest } => json!({
                 "type": "pushed", "time": time, "name": name, "digest": digest.to_string(),
             }),
+            Event::BuildStarted { total_steps } => {
+                json!({"type": "build_started", "time": time, "total_steps": total_steps})
+            }
+            Event::Transfer {
+                id,
+                digest,
+                done,
+                total,
+            } => {
+                let mut v = json!({"type": "transfer", "time": time,
+                    "digest": digest.to_string(), "done": done, "total": total});
+                if let Some(id) = id {
+                    v["vertex"] = json!(id + 1);
+                }
+                v
+            }
             _ => return,
         };
         self.json(value);
@@ -243,7 +265,7 @@ impl Printer {
             Event::StepFinished { id } => {
                 eprintln!("#{} DONE {:.1}s", id + 1, state.seconds(*id));
             }
-            Event::BaseImage { name, digest } => eprintln!("#  resolved {name} to {digest}"),
+            Event::BaseImage { name, digest, .. } => eprintln!("#  resolved {name} to {digest}"),
             Event::ImageWritten { digest } => eprintln!("#  manifest {digest}"),
             Event::Pushed { name, digest } => eprintln!("#  pushed {name}@{digest}"),
             _ => {}
@@ -284,6 +306,8 @@ impl pybuild::build::Progress for Printer {
                     step.ended = true;
                 }
             }
+            Event::StepFailed { id, .. } => state.failed = Some(*id),
+            Event::BuildStarted { total_steps } => state.total = *total_steps,
             _ => {}
         }
         match self.mode {
@@ -305,10 +329,10 @@ impl pybuild::build::Progress for Printer {
 }
 
 impl State {
-    /// Steps ended, steps seen.
+    /// Steps ended, steps announced (or seen, if more).
     fn counts(&self) -> (usize, usize) {
         let done = self.steps.values().filter(|s| s.ended).count();
-        (done, self.steps.len())
+        (done, self.steps.len().max(self.total))
     }
 }
 
@@ -402,11 +426,29 @@ impl Tty {
             Event::StepCached { id } => self.end_step(*id, End::Cached, 0.0),
             Event::StepFinished { id } => self.end_step(*id, End::Done, seconds),
             Event::StepOutput { id, line, .. } => self.output(*id, line),
-            Event::BaseImage { name, digest } => {
+            Event::BaseImage { name, digest, .. } => {
                 self.note(&format!("[internal] resolved {name} to {digest}"));
             }
             Event::ImageWritten { digest } => self.note(&format!("writing manifest {digest}")),
             Event::Pushed { name, digest } => self.note(&format!("pushed {name}@{digest}")),
+            Event::Transfer {
+                id: Some(id),
+                digest,
+                done,
+                total,
+            } => {
+                // Byte progress of a pull shows in its FROM step's line.
+                if let Some(bar) = self.bars.get(id) {
+                    let name = bar.message();
+                    let name = name.split(" ⇣ ").next().unwrap_or("").to_string();
+                    let short = digest.hex().get(..12).unwrap_or("");
+                    bar.set_message(format!(
+                        "{name} ⇣ {short} {:.1}/{:.1} MB",
+                        *done as f64 / 1e6,
+                        *total as f64 / 1e6
+                    ));
+                }
+            }
             _ => {}
         }
     }

@@ -123,6 +123,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
+    /// The build starts: how many steps it will show (FROM and filesystem steps of
+    /// the stages the target needs; a base image's ONBUILD triggers add to it).
+    BuildStarted {
+        /// Steps announced.
+        total_steps: usize,
+    },
+    /// A step failed (the build fails with it; steps running in parallel are stopped).
+    StepFailed {
+        /// Step id.
+        id: usize,
+        /// What went wrong (the error's message).
+        message: String,
+    },
+    /// Bytes of a blob moved for a step (pulling a base image's layers), or for the
+    /// build's push (`id: None`).
+    Transfer {
+        /// The step the transfer belongs to.
+        id: Option<usize>,
+        /// The blob.
+        digest: Digest,
+        /// Bytes done so far.
+        done: u64,
+        /// The blob's size.
+        total: u64,
+    },
     /// A step starts: `name` is BuildKit's `[stage 2/5] COPY . .` form.
     StepStarted {
         /// Step id.
@@ -140,8 +165,10 @@ pub enum Event {
         /// Step id.
         id: usize,
     },
-    /// A base image was resolved in the local store.
+    /// A base image was resolved (in the local store or a registry).
     BaseImage {
+        /// The FROM (or `COPY --from`) step it belongs to.
+        id: Option<usize>,
         /// The name as written.
         name: String,
         /// The manifest digest it resolved to.
@@ -195,7 +222,14 @@ pub trait ImageSource: Send + Sync {
 
     /// Fetch `name` for `platform` into `store` and return the image manifest's
     /// descriptor (not tagged: the solver tags it under [`ImageSource::local_name`]).
-    fn pull(&self, store: &Store, name: &str, platform: &Platform) -> Result<Descriptor, BoxError>;
+    /// `on_bytes(digest, done, total)` reports the bytes of each blob as they arrive.
+    fn pull(
+        &self,
+        store: &Store,
+        name: &str,
+        platform: &Platform,
+        on_bytes: &(dyn Fn(&Digest, u64, u64) + Sync),
+    ) -> Result<Descriptor, BoxError>;
 }
 
 /// What a download produced.
@@ -444,6 +478,20 @@ pub fn solve(
         cached_steps: 0,
         fs_steps: 0,
     };
+    let total_steps = graph
+        .order
+        .iter()
+        .map(|&i| {
+            1 + graph.stages[i]
+                .steps
+                .iter()
+                .filter(|s| is_fs_step(&s.instruction.kind))
+                .count()
+        })
+        .sum();
+    backends
+        .progress
+        .event(&Event::BuildStarted { total_steps });
     // Stages run as soon as the stages they depend on are done; independent ones run
     // in parallel, each on its own thread with its own copy of the finished states
     // (BuildKit's solver does the same for independent LLB vertices).
@@ -645,6 +693,17 @@ impl<'a> Solver<'a> {
     }
 
     fn run_stage(&mut self, stage: &Stage) -> Result<State> {
+        let result = self.run_stage_steps(stage);
+        if let (Err(e), Some(id)) = (&result, self.current_step) {
+            self.progress.event(&Event::StepFailed {
+                id,
+                message: e.to_string(),
+            });
+        }
+        result
+    }
+
+    fn run_stage_steps(&mut self, stage: &Stage) -> Result<State> {
         let total = 1 + stage
             .steps
             .iter()
@@ -655,6 +714,7 @@ impl<'a> Solver<'a> {
             "[{label} 1/{total}] {}",
             first_line(&stage.from.original)
         ));
+        self.current_step = Some(id);
         let mut state: State = match &stage.base {
             Base::Scratch => self.scratch(),
             Base::Image(name) => self.base_image(name, stage)?,
@@ -810,6 +870,7 @@ impl<'a> Solver<'a> {
             layers.push(layer);
         }
         self.progress.event(&Event::BaseImage {
+            id: self.current_step,
             name: name.into(),
             digest: image.descriptor.digest.clone(),
         });
@@ -860,8 +921,18 @@ impl<'a> Solver<'a> {
         let desc = match (from_store, self.images) {
             (Some(desc), _) => desc,
             (None, Some(source)) => {
+                let progress = self.progress;
+                let id = self.current_step;
+                let on_bytes = move |digest: &Digest, done: u64, total: u64| {
+                    progress.event(&Event::Transfer {
+                        id,
+                        digest: digest.clone(),
+                        done,
+                        total,
+                    });
+                };
                 let desc = source
-                    .pull(self.store, name, &self.platform)
+                    .pull(self.store, name, &self.platform, &on_bytes)
                     .map_err(|e| {
                         fail(
                             format!("image {name:?} is not in the local store and pulling it failed: {e}"),

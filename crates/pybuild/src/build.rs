@@ -181,12 +181,22 @@ pub fn build(
         if let Output::Push { names } = output {
             for name in names {
                 let reference = pybuild_registry::Reference::parse(name)?;
+                let on_event = |event: &pybuild_registry::Event| {
+                    if let pybuild_registry::Event::BlobProgress { digest, done, size } = event {
+                        progress.event(&Event::Transfer {
+                            id: None,
+                            digest: digest.clone(),
+                            done: *done,
+                            total: *size,
+                        });
+                    }
+                };
                 let (full, result) = crate::registry::push_descriptor(
                     store,
                     &request.registry,
                     &solved.manifest,
                     &reference,
-                    &pybuild_registry::NoProgress,
+                    &on_event,
                 )?;
                 progress.event(&Event::Pushed {
                     name: full.clone(),

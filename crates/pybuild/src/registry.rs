@@ -76,15 +76,20 @@ impl pybuild_solver::ImageSource for RegistrySource {
         local_name(name)
     }
 
-    fn pull(&self, store: &Store, name: &str, platform: &Platform) -> Result<Descriptor, BoxError> {
+    fn pull(
+        &self,
+        store: &Store,
+        name: &str,
+        platform: &Platform,
+        on_bytes: &(dyn Fn(&pybuild_oci::Digest, u64, u64) + Sync),
+    ) -> Result<Descriptor, BoxError> {
         let reference = Reference::parse(name)?;
-        let pulled = pybuild_registry::pull(
-            &self.client,
-            store,
-            &reference,
-            platform,
-            &pybuild_registry::NoProgress,
-        )?;
+        let progress = |event: &pybuild_registry::Event| {
+            if let pybuild_registry::Event::BlobProgress { digest, done, size } = event {
+                on_bytes(digest, *done, *size);
+            }
+        };
+        let pulled = pybuild_registry::pull(&self.client, store, &reference, platform, &progress)?;
         record_sources(store, &pulled.descriptor, &reference);
         Ok(pulled.descriptor)
     }

@@ -538,6 +538,17 @@ fn cache_mount_persists() {
         // As BuildKit, the mount point made for the mount is not left behind.
         assert!(!r.join("cache").exists(), "cache mount point in the image");
     }
+
+    // `pybuild prune --all` clears cache mounts: the counter starts again.
+    let out = check(env.pybuild().args(["prune", "--all"]));
+    assert!(
+        String::from_utf8_lossy(&out).contains("1 cache mounts"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let ctx3 = env.context("ctx3", &run(" # third"), &[]);
+    env.build_ok(&ctx3, "c3", &[]);
+    assert_eq!(read(&env.unpack("c3").join("count")), "1\n");
 }
 
 /// (4b) tmpfs and bind mounts (context read-only and rw, from= a stage).

@@ -369,9 +369,7 @@ impl Solver<'_> {
                 let id = mount.id.clone().unwrap_or_else(|| target.clone());
                 let dir = self
                     .store
-                    .root()
-                    .join("state")
-                    .join("cache-mounts")
+                    .cache_mounts_dir()
                     .join(Digest::of(id.as_bytes()).hex());
                 let fresh = !dir.exists();
                 fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;

@@ -18,7 +18,8 @@ use crate::tags::{Closure, Issue, Role, ref_name};
 /// What [`Store::prune`] may remove beyond unreachable content.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneOptions {
-    /// Also drop every build-cache record (and so whatever only they kept alive).
+    /// Also drop every build-cache record (and so whatever only they kept alive) and
+    /// every `RUN --mount=type=cache` directory.
     pub all: bool,
 }
 
@@ -39,6 +40,10 @@ pub struct PruneReport {
     pub cache_records_removed: usize,
     /// Their bytes.
     pub cache_bytes: u64,
+    /// `RUN --mount=type=cache` directories removed (with `all`).
+    pub cache_mounts_removed: usize,
+    /// Their bytes.
+    pub cache_mount_bytes: u64,
     /// Stale entries removed from `ROOT/tmp`.
     pub temp_entries_removed: usize,
     /// Their bytes.
@@ -48,7 +53,11 @@ pub struct PruneReport {
 impl PruneReport {
     /// Total bytes freed.
     pub fn bytes_freed(&self) -> u64 {
-        self.blob_bytes + self.snapshot_bytes + self.cache_bytes + self.temp_bytes
+        self.blob_bytes
+            + self.snapshot_bytes
+            + self.cache_bytes
+            + self.cache_mount_bytes
+            + self.temp_bytes
     }
 }
 
@@ -279,6 +288,17 @@ impl Store {
         // Everything in tmp is stale while we hold the lock exclusively.
         let (count, bytes) = self.clean_tmp_locked()?;
         report.temp_entries_removed = count;
+        if options.all {
+            let dir = self.cache_mounts_dir();
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for entry in entries {
+                    let path = entry.map_err(io_err(&dir))?.path();
+                    report.cache_mount_bytes += tree_size(&path);
+                    remove_tree(&path).map_err(io_err(&path))?;
+                    report.cache_mounts_removed += 1;
+                }
+            }
+        }
         report.temp_bytes = bytes;
         Ok(report)
     }

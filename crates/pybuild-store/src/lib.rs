@@ -13,6 +13,9 @@
 //! ROOT/snapshots/<diffid-hex>/  unpacked layer diffs (overlay format), keyed by diff ID
 //! ROOT/cache/<key-hex>.json     build-cache records (opaque to the store but for the
 //!                               "blobs"/"snapshots" arrays, see Store::put_cache_record)
+//! ROOT/cache-mounts/<id>/       RUN --mount=type=cache directories (never in images)
+//! ROOT/state/                   small bookkeeping of the layers above (context stat
+//!                               caches, where blobs exist in registries)
 //! ROOT/tmp/                     every write in progress; same file system as the rest,
 //!                               so a rename out of it is atomic
 //! ROOT/locks/index.lock         serializes index.json updates
@@ -106,6 +109,8 @@ const OWN_ENTRIES: &[&str] = &[
     "cache",
     "tmp",
     "locks",
+    "cache-mounts",
+    "state",
 ];
 
 /// The local image store: an OCI image layout plus snapshots, build-cache records
@@ -228,6 +233,13 @@ impl Store {
 
     pub(crate) fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
+    }
+
+    /// Where `RUN --mount=type=cache` directories persist between builds, one
+    /// subdirectory per cache id (`ROOT/cache-mounts/<sha256 of the id>`). Never part
+    /// of an image; `prune` with `all` empties it.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
     }
 
     /// Refuse to initialize a directory holding anything but our own entries.

@@ -121,6 +121,17 @@ pub enum Command {
     Logout(LogoutArgs),
 }
 
+impl Command {
+    /// Whether the command opens the local store (then, unprivileged, it runs in a
+    /// user namespace: a rootless store holds files of subordinate ids).
+    pub fn uses_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Debug(_) | Command::Login(_) | Command::Logout(_)
+        )
+    }
+}
+
 /// `pybuild pull NAME`
 #[derive(Debug, Args)]
 pub struct PullArgs {

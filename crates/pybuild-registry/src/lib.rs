@@ -25,8 +25,8 @@
 pub mod auth;
 pub mod client;
 pub mod config;
-pub mod fetch;
 mod error;
+pub mod fetch;
 pub mod pull;
 pub mod push;
 pub mod reference;

@@ -76,6 +76,7 @@ mod fake;
 mod host;
 mod init;
 mod sys;
+pub mod userns;
 mod wire;
 
 use std::ffi::OsString;
@@ -87,6 +88,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use fake::{FakeRun, FakeSandbox};
 pub use host::NamespaceSandbox;
 pub use init::init_main;
+pub use userns::{Entered, UserNs, UserNsError, enter_if_needed};
 
 /// The argument (`argv[1]`) that makes the embedding program act as the sandbox init.
 pub const INIT_ARG: &str = "__pybuild-sandbox-init";
@@ -250,6 +252,12 @@ pub enum Error {
     Cancelled,
     #[error("sandbox init ended without reporting the command's status ({status})")]
     InitDied { status: String },
+    /// An unprivileged process without a user namespace cannot set up a sandbox.
+    #[error(
+        "RUN needs root privileges: run as root, or enter a user namespace first \
+         (pybuild_sandbox::enter_if_needed; the pybuild command does)"
+    )]
+    NotRoot,
     #[error("sandbox protocol: {0}")]
     Protocol(String),
     #[error("remove mount-point stub {path} from the upper dir: {source}")]

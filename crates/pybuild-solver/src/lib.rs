@@ -115,6 +115,34 @@ impl Error {
     }
 }
 
+/// In a rootless build whose user namespace maps a single id, a RUN that fails, or a
+/// step that failed to give a file an owner (`EINVAL`: the id is not mapped), gets
+/// the explanation of what cannot be represented and how to fix it as its hint.
+fn explain_single_id(error: Error) -> Error {
+    match error {
+        Error::Step {
+            instruction,
+            span,
+            message,
+            hint: None,
+        } if instruction
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("RUN")
+            || message.contains("Invalid argument") =>
+        {
+            let hint = pybuild_sandbox::UserNs::current().single_id_explanation();
+            Error::Step {
+                instruction,
+                span,
+                message,
+                hint,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -435,7 +463,9 @@ pub fn solve(
         fs_steps: 0,
     };
     for &index in &graph.order {
-        let state = solver.run_stage(&graph.stages[index])?;
+        let state = solver
+            .run_stage(&graph.stages[index])
+            .map_err(explain_single_id)?;
         solver.states[index] = Some(state);
     }
     let state = solver.states[graph.target]
@@ -780,12 +810,19 @@ impl Solver<'_> {
             let stats = pybuild_layer::apply_layer(
                 io::BufReader::with_capacity(1 << 20, blob),
                 dir,
-                &ApplyOptions {
-                    mode: ApplyMode::Snapshot,
-                    same_owner: rustix::process::geteuid().is_root(),
-                    allow_devices: rustix::process::geteuid().is_root(),
-                },
-            )?;
+                &ApplyOptions::for_this_process(ApplyMode::Snapshot),
+            )
+            .map_err(|e| -> pybuild_store::BoxError {
+                let userns = pybuild_sandbox::UserNs::current();
+                match (&e, userns.single_id_explanation()) {
+                    (pybuild_layer::Error::UnmappedOwner { .. }, Some(why)) => format!(
+                        "layer {} of image {image} cannot be unpacked: {e}; {why}",
+                        layer.digest
+                    )
+                    .into(),
+                    _ => e.into(),
+                }
+            })?;
             if stats.diff_id != diff_id {
                 return Err(format!(
                     "layer {} of image {image} unpacks to {} but its config says {diff_id}",
@@ -1412,7 +1449,10 @@ impl Solver<'_> {
             hint,
         };
         let Some(downloader) = self.downloader else {
-            return Err(fail(format!("ADD {}: this build cannot download", src.value), None));
+            return Err(fail(
+                format!("ADD {}: this build cannot download", src.value),
+                None,
+            ));
         };
         let dir = self.store.temp_dir()?;
         let path = dir.path().join("download");
@@ -1474,7 +1514,7 @@ impl Solver<'_> {
             &ApplyOptions {
                 mode: ApplyMode::Merge,
                 same_owner: true,
-                allow_devices: rustix::process::geteuid().is_root(),
+                allow_devices: ApplyOptions::for_this_process(ApplyMode::Merge).allow_devices,
             },
         )
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;

@@ -37,12 +37,17 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use rustix::process::{Pid, Signal};
 
 /// Environment variable that tells the re-executed child which fd is its end of the
 /// synchronization socket.
 const SYNC_ENV: &str = "_PYBUILD_USERNS_SYNC";
+
+/// The namespace [`enter_if_needed`] set up in this process (with the reason for a
+/// single-id map, which `/proc` cannot tell).
+static ENTERED: OnceLock<UserNs> = OnceLock::new();
 
 /// Most subordinate ids mapped (after container id 0).
 const MAX_SUBORDINATE: u64 = 65536;
@@ -81,8 +86,12 @@ pub enum UserNs {
 }
 
 impl UserNs {
-    /// The namespace of this process, from `/proc/self/{uid,gid}_map`.
+    /// The namespace of this process: the one [`enter_if_needed`] entered, else read
+    /// from `/proc/self/{uid,gid}_map`.
     pub fn current() -> UserNs {
+        if let Some(ns) = ENTERED.get() {
+            return ns.clone();
+        }
         let read = |p: &str| fs::read_to_string(p).map(|t| parse_map(&t));
         let (Ok(uid_map), Ok(gid_map)) = (read("/proc/self/uid_map"), read("/proc/self/gid_map"))
         else {
@@ -229,6 +238,7 @@ fn child(fd: &OsString) -> Result<Entered, UserNsError> {
         // The user's own supplementary groups show as the overflow gid in here.
         rustix::thread::set_thread_groups(&[]).map_err(|e| io_err("setgroups([])")(e.into()))?;
     }
+    let _ = ENTERED.set(ns.clone());
     Ok(Entered::Ready(ns))
 }
 

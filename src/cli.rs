@@ -147,6 +147,17 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
+impl Command {
+    /// Whether the command opens the local store (then, unprivileged, it runs in a
+    /// user namespace: a rootless store holds files of subordinate ids).
+    pub fn uses_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Debug(_) | Command::Login(_) | Command::Logout(_)
+        )
+    }
+}
+
 /// `pybuild pull NAME`
 #[derive(Debug, Args)]
 pub struct PullArgs {

@@ -19,6 +19,17 @@ fn main() -> ExitCode {
         // Prints help/version (exit 0) or the usage error (exit 2).
         Err(error) => error.exit(),
     };
+    // As an unprivileged user, commands that use the store run again as root of a
+    // user namespace (rootless builds); this process only waits for that copy.
+    if cli.command.uses_store() {
+        match pybuild::enter_user_namespace_if_needed() {
+            Ok(pybuild::Entered::Ready(_)) => {}
+            Ok(pybuild::Entered::Reexecuted { exit_code }) => {
+                return ExitCode::from(u8::try_from(exit_code).unwrap_or(1));
+            }
+            Err(error) => return report::report(&anyhow::Error::new(error)),
+        }
+    }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report::report(&error),

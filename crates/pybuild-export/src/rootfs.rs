@@ -36,12 +36,8 @@ pub fn export_rootfs_dir(store: &Store, desc: &Descriptor, dir: &Path) -> Result
             ),
         });
     }
-    let root = util::is_root();
-    let options = ApplyOptions {
-        mode: ApplyMode::Merge,
-        same_owner: root,
-        allow_devices: root,
-    };
+    // Owners as root (also of a user namespace), devices only as the host's root.
+    let options = ApplyOptions::for_this_process(ApplyMode::Merge);
     for (layer, diff_id) in image.manifest.layers.iter().zip(diff_ids) {
         let blob = store.open_blob(&layer.digest)?;
         let mut hashed = HashReader::new(blob);

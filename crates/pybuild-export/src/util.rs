@@ -226,9 +226,3 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), Error> {
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
 }
-
-/// Whether this process runs as root (then ownership and device nodes can be
-/// reproduced exactly).
-pub(crate) fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}

@@ -340,7 +340,7 @@ impl Applier<'_> {
         // Owner first: chown clears setuid/setgid, so the mode comes after it.
         if self.options.same_owner {
             let (uid, gid) = ids(&entry.name(), entry)?;
-            rustix::fs::fchown(&file, Some(uid), Some(gid)).map_err(errno(full))?;
+            rustix::fs::fchown(&file, Some(uid), Some(gid)).map_err(owner_errno(full, entry))?;
         }
         file.set_permissions(Permissions::from_mode(entry.mode))
             .map_err(io_err(full))?;
@@ -437,7 +437,7 @@ impl Applier<'_> {
         }
         let (uid, gid) = ids(&entry.name(), entry)?;
         rustix::fs::chownat(CWD, full, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno(full))
+            .map_err(owner_errno(full, entry))
     }
 
     fn xattrs(&mut self, full: &Path, entry: &Entry) -> Result<(), Error> {
@@ -532,11 +532,18 @@ impl Applier<'_> {
                 // `comps` ends in the marker, so this makes/verifies the directory.
                 self.parents(name, comps, true)?;
                 let full = self.full(dir_rel);
-                match xattr::set(&full, b"trusted.overlay.opaque", b"y") {
+                // In a user namespace trusted xattrs are refused: overlay mounts there
+                // use `userxattr`, which reads the user.* form.
+                let set = match xattr::set(&full, b"trusted.overlay.opaque", b"y") {
+                    Err(Errno::PERM) => xattr::set(&full, b"user.overlay.opaque", b"y"),
+                    other => other,
+                };
+                match set {
                     Ok(()) => Ok(()),
                     Err(Errno::PERM) => Err(Error::unsupported(
                         format!("entry {name:?}"),
-                        "an opaque snapshot directory needs trusted.overlay.opaque, which needs root",
+                        "an opaque snapshot directory needs trusted.overlay.opaque (root) or \
+                         user.overlay.opaque (a user namespace)",
                     )),
                     Err(e) => Err(Error::io(full, e.into())),
                 }
@@ -617,6 +624,21 @@ impl Applier<'_> {
             .map_err(errno(&full))?;
         }
         Ok(())
+    }
+}
+
+/// chown's error: `EINVAL` means the owner has no id in this user namespace.
+fn owner_errno<'a>(path: &'a Path, entry: &'a Entry) -> impl FnOnce(Errno) -> Error + 'a {
+    move |e| {
+        if e == Errno::INVAL {
+            Error::UnmappedOwner {
+                entry: entry.name(),
+                uid: u32::try_from(entry.uid).unwrap_or(u32::MAX),
+                gid: u32::try_from(entry.gid).unwrap_or(u32::MAX),
+            }
+        } else {
+            Error::io(path, e.into())
+        }
     }
 }
 

@@ -106,6 +106,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An entry's owner has no id in this process's user namespace (a rootless build
+    /// whose namespace maps too few ids): writing it would record a wrong owner.
+    #[error("entry {entry:?} is owned by {uid}:{gid}, which is not mapped in this user namespace")]
+    UnmappedOwner {
+        /// The entry's name as it appears in the tar.
+        entry: String,
+        /// The entry's uid.
+        uid: u32,
+        /// The entry's gid.
+        gid: u32,
+    },
     /// The layer stream does not decode: truncated, bad checksum, bad compression.
     #[error("corrupt layer{}: {reason}", at_entry(entry))]
     Corrupt {
@@ -224,8 +235,11 @@ pub struct LayerInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyMode {
     /// Write an overlay-format diff directory: `.wh.x` becomes a 0/0 character device
-    /// `x`, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
-    /// Needs root (mknod, trusted xattrs) as soon as the layer has whiteouts.
+    /// `x`, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory
+    /// (`user.overlay.opaque=y` where trusted xattrs are refused, as in a user
+    /// namespace, whose overlay mounts use `userxattr`). Needs root or a user
+    /// namespace (0/0 whiteouts may be made there since Linux 5.8) as soon as the
+    /// layer has whiteouts.
     Snapshot,
     /// Apply onto an existing full tree: `.wh.x` deletes `x` (recursively),
     /// `.wh..wh..opq` removes everything in its directory that this layer did not
@@ -238,11 +252,40 @@ pub enum ApplyMode {
 pub struct ApplyOptions {
     /// Snapshot or merge.
     pub mode: ApplyMode,
-    /// Give entries their uid/gid from the tar (true when running as root).
+    /// Give entries their uid/gid from the tar (true when running as root, also root
+    /// of a user namespace). An owner the namespace does not map is
+    /// [`Error::UnmappedOwner`].
     pub same_owner: bool,
-    /// Create character and block devices (root, not rootless); when false they are
+    /// Create character and block devices (root, not rootless: a user namespace
+    /// cannot, see [`ApplyOptions::for_this_process`]); when false they are
     /// skipped and counted in [`ApplyStats::skipped_devices`]. FIFOs are always made.
     pub allow_devices: bool,
+}
+
+impl ApplyOptions {
+    /// The options this process can honour: owners when it is root (of the host or of
+    /// a user namespace), devices only when it is root of the host (initial user
+    /// namespace); `mknod` of a device is refused in any other.
+    pub fn for_this_process(mode: ApplyMode) -> Self {
+        let root = rustix::process::geteuid().is_root();
+        Self {
+            mode,
+            same_owner: root,
+            allow_devices: root && !in_user_namespace(),
+        }
+    }
+}
+
+/// Whether this process runs in a user namespace other than the initial one (its
+/// `/proc/self/uid_map` is not the identity map of all ids).
+pub fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
 }
 
 /// What [`apply_layer`] did.

@@ -92,6 +92,9 @@ impl Drop for Reaper {
 impl Sandbox for NamespaceSandbox {
     fn run(&self, spec: &RunSpec, output: &mut dyn FnMut(Output<'_>)) -> Result<ExitStatus, Error> {
         validate(spec)?;
+        if !rustix::process::geteuid().is_root() {
+            return Err(Error::NotRoot);
+        }
         if spec.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }

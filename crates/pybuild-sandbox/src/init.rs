@@ -141,8 +141,8 @@ fn outer(rep: &Reporter) -> Result<i32, Failure> {
         return Ok(SETUP_FAILED);
     }
 
-    // ROOTLESS: unshare(CLONE_NEWUSER) alone goes here, then wait on the socket for the
-    // caller to have written /proc/PID/{uid_map,gid_map} (newuidmap/newgidmap).
+    // Rootless: the whole program already runs as root of a user namespace
+    // (`crate::userns`), so the namespaces below are owned by it; nothing to do here.
     let mut flags = rustix::thread::UnshareFlags::NEWNS
         | rustix::thread::UnshareFlags::NEWPID
         | rustix::thread::UnshareFlags::NEWUTS
@@ -252,18 +252,26 @@ fn cstring(s: impl Into<Vec<u8>>, what: &str) -> Result<CString, Failure> {
     })
 }
 
-/// The overlay's option string, with `dirs` = lowers..., upper, work.
-fn overlay_options(lowers: &[String], upper: &str, work: &str) -> String {
+/// The overlay's option string, with `dirs` = lowers..., upper, work. In a user
+/// namespace overlayfs cannot use `trusted.*` xattrs: `userxattr` makes it use
+/// `user.overlay.*` (opaque markers included), and it refuses `redirect_dir=off`
+/// there (which still follows redirects) but takes `nofollow`.
+fn overlay_options(lowers: &[String], upper: &str, work: &str, userns: bool) -> String {
+    let features = if userns {
+        "userxattr,redirect_dir=nofollow,metacopy=off,index=off"
+    } else {
+        "redirect_dir=off,metacopy=off,index=off"
+    };
     format!(
-        "lowerdir={},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off",
+        "lowerdir={},upperdir={upper},workdir={work},{features}",
         lowers.join(":")
     )
 }
 
-fn mount_overlay(spec: &WireSpec) -> Result<(), Failure> {
+fn mount_overlay(spec: &WireSpec, userns: bool) -> Result<(), Failure> {
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let lowers: Vec<String> = spec.lower_dirs.iter().map(|p| s(p)).collect();
-    let mut data = overlay_options(&lowers, &s(&spec.upper_dir), &s(&spec.work_dir));
+    let mut data = overlay_options(&lowers, &s(&spec.upper_dir), &s(&spec.work_dir), userns);
     let page = rustix::param::page_size();
     if data.len() >= page {
         // mount(2) copies at most one page of options. Relative paths resolve against
@@ -281,7 +289,7 @@ fn mount_overlay(spec: &WireSpec) -> Result<(), Failure> {
             if r.is_empty() { ".".to_string() } else { r }
         };
         let lowers: Vec<String> = spec.lower_dirs.iter().map(|p| rel(p)).collect();
-        data = overlay_options(&lowers, &rel(&spec.upper_dir), &rel(&spec.work_dir));
+        data = overlay_options(&lowers, &rel(&spec.upper_dir), &rel(&spec.work_dir), userns);
         if data.len() >= page {
             return Err(Failure {
                 step: format!(
@@ -469,6 +477,15 @@ fn attach(tree: &OwnedFd, target: &str) -> Result<(), Failure> {
     .step(|| format!("bind mount on {target}"))
 }
 
+/// A new, detached instance of `fstype` (fsopen(2), fsmount(2)).
+fn detached_fs(fstype: &str, attrs: rustix::mount::MountAttrFlags) -> Result<OwnedFd, Failure> {
+    let what = || format!("mount {fstype} (detached)");
+    let fs =
+        rustix::mount::fsopen(fstype, rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC).step(what)?;
+    rustix::mount::fsconfig_create(&fs).step(what)?;
+    rustix::mount::fsmount(&fs, rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC, attrs).step(what)
+}
+
 fn mount_fs(fstype: &str, target: &str, flags: MountFlags, data: &str) -> Result<(), Failure> {
     let data = cstring(data, "mount options")?;
     rustix::mount::mount(fstype, target, fstype, flags, Some(data.as_c_str()))
@@ -476,7 +493,11 @@ fn mount_fs(fstype: &str, target: &str, flags: MountFlags, data: &str) -> Result
 }
 
 fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
-    mount_overlay(spec)?;
+    let userns = crate::userns::UserNs::current();
+    mount_overlay(spec, userns.is_namespace())?;
+    // In a single-id user namespace the kernel denies setgroups (user_namespaces(7)).
+    let setgroups_denied =
+        fs::read_to_string("/proc/self/setgroups").is_ok_and(|t| t.trim() == "deny");
     let upper = rustix::fs::open(
         &spec.upper_dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -507,6 +528,30 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
         .as_deref()
         .map(|p| clone_tree(p, false))
         .transpose()?;
+    // In a user namespace the kernel lets proc and sysfs be mounted only while a fully
+    // visible instance is in the mount namespace (mount_too_revealing): they are
+    // made now, as detached mounts, and attached after pivot_root. A fresh sysfs also
+    // needs a network namespace owned by the user namespace: sharing the host's
+    // network, the host's /sys is bound instead, made read-only (recursively).
+    let nosuid_nodev_noexec_attr = rustix::mount::MountAttrFlags::MOUNT_ATTR_NOSUID
+        | rustix::mount::MountAttrFlags::MOUNT_ATTR_NODEV
+        | rustix::mount::MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let (userns_proc, userns_sys) = if userns.is_namespace() {
+        let proc = detached_fs("proc", nosuid_nodev_noexec_attr)?;
+        let sys = if spec.network == Network::None {
+            detached_fs(
+                "sysfs",
+                nosuid_nodev_noexec_attr | rustix::mount::MountAttrFlags::MOUNT_ATTR_RDONLY,
+            )?
+        } else {
+            let tree = clone_tree(Path::new("/sys"), true)?;
+            sys::set_tree_read_only(&tree).step(|| "make the /sys bind read-only".into())?;
+            tree
+        };
+        (Some(proc), Some(sys))
+    } else {
+        (None, None)
+    };
     let mut extra = Vec::new();
     for m in &spec.mounts {
         extra.push(match m {
@@ -532,16 +577,20 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
     let stubs = Stubs { upper, rep };
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     stubs.dir("/proc")?;
-    mount_fs("proc", "/proc", nosuid_nodev_noexec, "")?;
-    // ROOTLESS: with the host's network namespace, sysfs cannot be mounted in a user
-    // namespace; bind the host's /sys read-only (cloned above) instead.
+    match &userns_proc {
+        Some(tree) => attach(tree, "/proc")?,
+        None => mount_fs("proc", "/proc", nosuid_nodev_noexec, "")?,
+    }
     stubs.dir("/sys")?;
-    mount_fs(
-        "sysfs",
-        "/sys",
-        nosuid_nodev_noexec | MountFlags::RDONLY,
-        "",
-    )?;
+    match &userns_sys {
+        Some(tree) => attach(tree, "/sys")?,
+        None => mount_fs(
+            "sysfs",
+            "/sys",
+            nosuid_nodev_noexec | MountFlags::RDONLY,
+            "",
+        )?,
+    }
 
     stubs.dir("/dev")?;
     mount_fs(
@@ -662,7 +711,7 @@ fn setup_and_run(spec: &WireSpec, rep: &Reporter) -> Result<i32, Failure> {
     match sys::fork().step(|| "fork the command".into())? {
         None => {
             let stdin_r = stdin.map(|((r, _w), _)| r);
-            exec_command(spec, rep, stdin_r, &argv, &envp)
+            exec_command(spec, rep, stdin_r, &argv, &envp, setgroups_denied)
         }
         Some(cmd) => {
             if let Some(((r, w), bytes)) = stdin {
@@ -728,6 +777,7 @@ fn exec_command(
     stdin: Option<OwnedFd>,
     argv: &[CString],
     envp: &[CString],
+    setgroups_denied: bool,
 ) -> ! {
     let fail = |f: Failure| -> ! {
         rep.fail(f);
@@ -748,7 +798,19 @@ fn exec_command(
         .iter()
         .map(|g| rustix::fs::Gid::from_raw(*g))
         .collect();
-    if let Err(e) = rustix::thread::set_thread_groups(&groups) {
+    if setgroups_denied {
+        // The process keeps the groups it has (none that are mapped but its own gid),
+        // which is right only if no other group is asked for.
+        if spec.additional_gids.iter().any(|g| *g != spec.gid) {
+            fail(Failure {
+                step: format!(
+                    "setgroups {:?} (denied in a single-id user namespace)",
+                    spec.additional_gids
+                ),
+                errno: libc::EPERM,
+            });
+        }
+    } else if let Err(e) = rustix::thread::set_thread_groups(&groups) {
         fail(Failure {
             step: format!("setgroups {:?}", spec.additional_gids),
             errno: e.raw_os_error(),

@@ -52,20 +52,30 @@
 //! these options the upper dir holds only whole files, 0/0 character-device whiteouts
 //! and `trusted.overlay.opaque=y` directories, exactly what `write_layer` consumes.
 //!
-//! # Rootless (later)
+//! # Rootless
 //!
-//! Running unprivileged needs one more step before the others: the outer init
-//! `unshare`s `CLONE_NEWUSER` first (alone), the caller writes its `uid_map`/`gid_map`
-//! (via `newuidmap`/`newgidmap` and /etc/subuid ranges, or a single-id map) and signals
-//! on the report socket, and the overlay is mounted with `userxattr` (opaque markers
-//! then read `user.overlay.opaque`). `/sys` would be a read-only recursive bind of the
-//! host's instead of a fresh sysfs when the network namespace is shared. The hook
-//! points are marked `ROOTLESS:` in `init.rs`.
+//! An unprivileged program first enters a user namespace where it is root
+//! ([`userns::enter_if_needed`], called by the embedding program's `main`; it
+//! re-executes the program, see [`userns`]), so the init above inherits it and every
+//! namespace it unshares is owned by it. What differs there (tested on Linux 6.18):
+//! the overlay is mounted with `userxattr` (opaque markers are
+//! `user.overlay.opaque`; `redirect_dir=nofollow`, since overlayfs rejects
+//! `redirect_dir=off` with `userxattr`); whiteouts are still 0/0 character devices
+//! (an unprivileged `mknod` may make those since Linux 5.8), other devices cannot be
+//! made; `/proc` (and, with [`Network::None`], a fresh `/sys`) are created with
+//! `fsopen`/`fsmount` before `pivot_root` and attached after it, because the kernel
+//! only lets a user namespace mount proc or sysfs while a fully visible instance is
+//! in its mount namespace (the old root is detached by then); with the host's network
+//! `/sys` is a recursive bind of the host's made read-only with `mount_setattr`
+//! (sysfs needs a network namespace the user namespace owns); and when the namespace
+//! maps a single id, `setgroups` is denied, so a command asking for other groups
+//! fails. A sandbox run by a non-root process is [`Error::NotRoot`].
 //!
 //! # Isolation, not a security boundary (yet)
 //!
-//! A RUN as root here is root on the host kernel with every capability: there is no
-//! user namespace, capability drop or seccomp filter yet. The sandbox isolates the
+//! A RUN as root here is root on the host kernel with every capability (in a rootless
+//! build, root of the user's user namespace): there is no capability drop or seccomp
+//! filter yet. The sandbox isolates the
 //! build from accidents (filesystem, PIDs, hostname, optionally network), like
 //! buildah's chroot isolation, not from a hostile Dockerfile.
 
@@ -76,6 +86,7 @@ mod fake;
 mod host;
 mod init;
 mod sys;
+pub mod userns;
 mod wire;
 
 use std::ffi::OsString;
@@ -87,6 +98,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use fake::{FakeRun, FakeSandbox};
 pub use host::NamespaceSandbox;
 pub use init::init_main;
+pub use userns::{Entered, UserNs, UserNsError, enter_if_needed};
 
 /// The argument (`argv[1]`) that makes the embedding program act as the sandbox init.
 pub const INIT_ARG: &str = "__pybuild-sandbox-init";
@@ -250,6 +262,12 @@ pub enum Error {
     Cancelled,
     #[error("sandbox init ended without reporting the command's status ({status})")]
     InitDied { status: String },
+    /// An unprivileged process without a user namespace cannot set up a sandbox.
+    #[error(
+        "RUN needs root privileges: run as root, or enter a user namespace first \
+         (pybuild_sandbox::enter_if_needed; the pybuild command does)"
+    )]
+    NotRoot,
     #[error("sandbox protocol: {0}")]
     Protocol(String),
     #[error("remove mount-point stub {path} from the upper dir: {source}")]

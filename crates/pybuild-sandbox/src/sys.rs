@@ -163,3 +163,45 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Makes every mount of a detached tree (from `open_tree`) read-only. Only adds a
+/// restriction, so it is allowed on mounts locked by a user namespace, where a bind
+/// remount that does not repeat their other flags is refused.
+pub(crate) fn set_tree_read_only(tree: &std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `tree` is an open mount fd, the path is an empty NUL-terminated string
+    // (with AT_EMPTY_PATH the fd itself is meant), `attr` is a valid mount_attr of the
+    // size passed, and the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -116,6 +116,34 @@ impl Error {
     }
 }
 
+/// In a rootless build whose user namespace maps a single id, a RUN that fails, or a
+/// step that failed to give a file an owner (`EINVAL`: the id is not mapped), gets
+/// the explanation of what cannot be represented and how to fix it as its hint.
+fn explain_single_id(error: Error) -> Error {
+    match error {
+        Error::Step {
+            instruction,
+            span,
+            message,
+            hint: None,
+        } if instruction
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("RUN")
+            || message.contains("Invalid argument") =>
+        {
+            let hint = pybuild_sandbox::UserNs::current().single_id_explanation();
+            Error::Step {
+                instruction,
+                span,
+                message,
+                hint,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -547,7 +575,7 @@ pub fn solve(
                     solver.base_images.extend(runner.base_images);
                 }
                 Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
+                    first_error.get_or_insert(explain_single_id(e));
                 }
                 Err(_) => {
                     first_error.get_or_insert(Error::BadImage {
@@ -965,12 +993,19 @@ impl<'a> Solver<'a> {
             let stats = pybuild_layer::apply_layer(
                 io::BufReader::with_capacity(1 << 20, blob),
                 dir,
-                &ApplyOptions {
-                    mode: ApplyMode::Snapshot,
-                    same_owner: rustix::process::geteuid().is_root(),
-                    allow_devices: rustix::process::geteuid().is_root(),
-                },
-            )?;
+                &ApplyOptions::for_this_process(ApplyMode::Snapshot),
+            )
+            .map_err(|e| -> pybuild_store::BoxError {
+                let userns = pybuild_sandbox::UserNs::current();
+                match (&e, userns.single_id_explanation()) {
+                    (pybuild_layer::Error::UnmappedOwner { .. }, Some(why)) => format!(
+                        "layer {} of image {image} cannot be unpacked: {e}; {why}",
+                        layer.digest
+                    )
+                    .into(),
+                    _ => e.into(),
+                }
+            })?;
             if stats.diff_id != diff_id {
                 return Err(format!(
                     "layer {} of image {image} unpacks to {} but its config says {diff_id}",
@@ -1662,7 +1697,7 @@ impl<'a> Solver<'a> {
             &ApplyOptions {
                 mode: ApplyMode::Merge,
                 same_owner: true,
-                allow_devices: rustix::process::geteuid().is_root(),
+                allow_devices: ApplyOptions::for_this_process(ApplyMode::Merge).allow_devices,
             },
         )
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;

@@ -187,13 +187,14 @@ impl Store {
         &self.root
     }
 
-    /// Where the store lives when not told: `/var/lib/pybuild` for root (uid 0),
-    /// otherwise `$XDG_DATA_HOME/pybuild` (when set to an absolute path, as the XDG
-    /// base-directory spec requires), otherwise `$HOME/.local/share/pybuild`.
-    /// (`$PYBUILD_ROOT` is the command line's business.)
+    /// Where the store lives when not told: `/var/lib/pybuild` for root (uid 0 of the
+    /// host: root of a user namespace whose uid 0 is an ordinary user, as in a
+    /// rootless build, counts as that user), otherwise `$XDG_DATA_HOME/pybuild` (when
+    /// set to an absolute path, as the XDG base-directory spec requires), otherwise
+    /// `$HOME/.local/share/pybuild`. (`$PYBUILD_ROOT` is the command line's business.)
     pub fn default_root() -> PathBuf {
         default_root_for(
-            rustix::process::geteuid().is_root(),
+            rustix::process::geteuid().is_root() && root_is_host_root(),
             std::env::var_os("XDG_DATA_HOME"),
             std::env::var_os("HOME"),
         )
@@ -284,6 +285,18 @@ impl Store {
         }
         Ok((count, bytes))
     }
+}
+
+/// Whether uid 0 of this process's user namespace is uid 0 of the host: true outside
+/// user namespaces, false in a rootless build's (`/proc/self/uid_map` maps 0 elsewhere).
+fn root_is_host_root() -> bool {
+    let Ok(map) = fs::read_to_string("/proc/self/uid_map") else {
+        return true;
+    };
+    map.lines().all(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        !matches!(f[..], ["0", outside, _] if outside != "0")
+    })
 }
 
 /// [`Store::default_root`] from its inputs (separate so it can be tested without

@@ -211,6 +211,22 @@ pub fn sandbox_init_if_requested() {
     }
 }
 
+/// Rootless builds: see [`enter_user_namespace_if_needed`].
+pub use pybuild_sandbox::userns::{Entered, SINGLE_ID_FIX, UserNs, UserNsError};
+
+/// For an unprivileged user, re-executes the program as root of a new user namespace
+/// (uid 0 → the user, 1..=65536 → the user's /etc/subuid and /etc/subgid ranges
+/// through `newuidmap`/`newgidmap`, or only 0 → the user without them) and returns
+/// [`Entered::Reexecuted`] with that copy's exit code, which the caller should exit
+/// with; in the copy, or when already root, returns [`Entered::Ready`]. Builds with
+/// RUN, and anything that changes a store a rootless build wrote (files there belong
+/// to subordinate ids), need it. Call it in `main` before starting threads or opening
+/// the store, after [`sandbox_init_if_requested`]; the library never calls it itself,
+/// so the embedding program decides.
+pub fn enter_user_namespace_if_needed() -> std::result::Result<Entered, UserNsError> {
+    pybuild_sandbox::enter_if_needed()
+}
+
 /// The parse tree in BuildKit's S-expression dump format, one line per instruction.
 pub fn dump(source: &DockerfileSource) -> Result<String> {
     Ok(pybuild_dockerfile::dump::dump(&source.parse()?))

@@ -1022,15 +1022,15 @@ fn independent_stages_run_in_parallel_and_pruned_stages_never_start() {
     let position = |vertex: u64, status: &str| -> usize {
         events
             .iter()
-            .position(|e| e["vertex"] == vertex && e["status"] == status)
+            .position(|e| e["vertex"] == vertex && e["type"] == status)
             .unwrap_or_else(|| panic!("vertex {vertex} never {status}"))
     };
     let left = vertex("RUN sleep 1 && echo left");
     let right = vertex("RUN sleep 1 && echo right");
     // Both RUN steps started before either finished.
-    let first_done = position(left, "done").min(position(right, "done"));
-    assert!(position(left, "started") < first_done, "{events:?}");
-    assert!(position(right, "started") < first_done, "{events:?}");
+    let first_done = position(left, "step_done").min(position(right, "step_done"));
+    assert!(position(left, "step_started") < first_done, "{events:?}");
+    assert!(position(right, "step_started") < first_done, "{events:?}");
     // The pruned stage never started.
     assert!(
         !events

@@ -1333,3 +1333,53 @@ fn compression_and_media_types() {
     );
     assert!(text(&out).contains("\"Layers\""));
 }
+
+/// `FROM name@sha256:...` uses the manifest with that digest from the store, by
+/// content and whatever its tags, and records it; an unknown digest is not silently
+/// replaced by the tag's image.
+#[test]
+fn from_a_pinned_digest() {
+    let env = Env::new();
+    let digest = format!("sha256:{}", sha256_hex(&env.manifest_raw("busybox")));
+    let ctx = env.context(
+        "ctx",
+        &format!("FROM busybox@{digest}\nCOPY a /a\n"),
+        &[("a", "a\n")],
+    );
+    let meta = env.path("meta.json");
+    env.build_ok(&ctx, "pinned", &["--metadata-file", meta.to_str().unwrap()]);
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        meta["pybuild.base-images"][format!("busybox@{digest}")],
+        digest.as_str(),
+        "{meta}"
+    );
+    assert_eq!(read(&env.unpack("pinned").join("a")), "a\n");
+
+    // Another digest: not in the store; the (loopback-only) registry cannot be asked,
+    // so the build fails instead of using busybox:latest.
+    let other = format!("sha256:{}", "1".repeat(64));
+    let ctx = env.context(
+        "ctx2",
+        &format!("FROM 127.0.0.1:9/busybox@{other}\nCOPY a /a\n"),
+        &[("a", "a\n")],
+    );
+    assert_fails(&env.build(&ctx, "pinned2", &[]));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = tool("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -941,7 +941,24 @@ impl<'a> Solver<'a> {
             message,
             hint,
         };
-        let from_store = if self.options.pull {
+        // `name@sha256:...` pins content: a manifest with that digest in the store is
+        // the image, whatever its tags (and a registry is never asked, even with --pull).
+        let pinned = name
+            .rsplit_once('@')
+            .and_then(|(_, d)| d.parse::<Digest>().ok())
+            .filter(|d| self.store.has_blob(d))
+            .and_then(|d| {
+                let bytes = self.store.read_blob(&d).ok()?;
+                let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+                let media_type = value["mediaType"]
+                    .as_str()
+                    .unwrap_or(media_type::OCI_MANIFEST)
+                    .to_string();
+                Some(Descriptor::new(media_type, d, bytes.len() as u64))
+            });
+        let from_store = if pinned.is_some() {
+            pinned
+        } else if self.options.pull {
             None
         } else {
             self.store.resolve(&local)?

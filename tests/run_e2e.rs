@@ -1043,3 +1043,48 @@ fn independent_stages_run_in_parallel_and_pruned_stages_never_start() {
     assert_eq!(fs::read_to_string(r.join("right")).unwrap(), "right\n");
     assert!(!r.join("never").exists());
 }
+
+/// `RUN --mount=type=ssh` forwards the agent socket given with `--ssh default`
+/// (`SSH_AUTH_SOCK`): the step sees a socket at `$SSH_AUTH_SOCK`, and nothing of it
+/// reaches the layer; a required ssh mount without an agent fails.
+#[test]
+fn ssh_mount_forwards_the_agent_socket() {
+    let env = Env::new();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("agent.sock");
+    // A stand-in agent socket (the step only has to see it as a socket).
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = env.context(
+        "ctx",
+        "FROM busybox\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /answer\n",
+        &[],
+    );
+    let out = env
+        .pybuild()
+        .args(["build", "--progress=plain", "-t", "ssh", "--ssh", "default"])
+        .arg(&ctx)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert_success(&out, "build with --ssh default");
+    let r = env.unpack("ssh");
+    assert_eq!(
+        fs::read_to_string(r.join("answer")).unwrap(),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert!(
+        !r.join("run/buildkit").exists(),
+        "the socket's mount point was left"
+    );
+
+    let ctx = env.context(
+        "ctx2",
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+        &[],
+    );
+    let out = env.build(&ctx, "ssh2", &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SSH agent"), "{stderr}");
+}

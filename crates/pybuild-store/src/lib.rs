@@ -30,8 +30,9 @@
 //! Nothing is ever written in place. A blob, `index.json`, `oci-layout` or a cache
 //! record is written to a fresh file in `ROOT/tmp`, fsynced, renamed over its final
 //! name and the directory fsynced; a snapshot is filled in a fresh directory in
-//! `ROOT/tmp`, the file system synced (`syncfs`), and the directory renamed into
-//! place. A blob's digest is computed while it streams and compared with the
+//! `ROOT/tmp`, made durable (one `syncfs`, or an fsync of each of its files and
+//! directories when other processes' dirty data would make `syncfs` slower), and
+//! the directory renamed into place. A blob's digest is computed while it streams and compared with the
 //! caller's expectation *before* the rename, so a blob file only ever exists under
 //! the digest of its content. Readers therefore never take locks: every name they can
 //! see points at complete content.
@@ -71,6 +72,7 @@
 
 mod blob;
 mod cache;
+mod durable;
 mod error;
 mod fsutil;
 mod gc;

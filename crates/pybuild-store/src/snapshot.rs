@@ -1,13 +1,13 @@
 //! Snapshots (`ROOT/snapshots/<diff-id hex>/`: a layer's diff, unpacked) and scratch
 //! directories.
 
-use std::fs::{self, File};
-use std::io;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use pybuild_oci::Digest;
 
 use crate::Store;
+use crate::durable::make_durable;
 use crate::error::{BoxError, Error, io_err};
 use crate::fsutil::{create_temp_dir, fsync_dir, remove_tree};
 use crate::lock::Lease;
@@ -79,8 +79,9 @@ impl Store {
     /// `fill` gets a fresh, empty directory inside `ROOT/tmp` and populates it (the
     /// directory itself is the layer's root). If it fails, the directory is removed,
     /// nothing appears in `snapshots/`, and its error comes back as [`Error::Fill`].
-    /// On success the file system is synced and the directory renamed into place in
-    /// one step. When another process (or thread) created the same snapshot first,
+    /// On success the new tree is made durable (a syncfs, or an fsync of each of its
+    /// files and directories, whichever is cheaper) and the directory renamed into
+    /// place in one step. When another process (or thread) created the same snapshot first,
     /// ours is dropped and theirs used: diff IDs are content addresses, so both are
     /// the same content. `fill` is not called when the snapshot already exists.
     ///
@@ -101,12 +102,11 @@ impl Store {
             diff_id: diff_id.clone(),
             source,
         })?;
-        // One syncfs instead of an fsync per file: unpacked layers hold thousands of
-        // files, and some may not even be readable by us. After it, the rename can
-        // only ever expose complete content, power loss included.
-        File::open(temp.path())
-            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
-            .map_err(io_err(temp.path()))?;
+        // Durable before the rename, so that the rename can only ever expose complete
+        // content, power loss included: one syncfs, or an fsync of each new file and
+        // directory when the file system holds so much of other processes' dirty data
+        // that syncfs would wait longer for it (see `durable`).
+        make_durable(temp.path()).map_err(io_err(temp.path()))?;
         match fs::rename(temp.path(), &dest) {
             Ok(()) => {
                 // Ours is in place; the guard must not remove it.

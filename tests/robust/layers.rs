@@ -365,7 +365,11 @@ fn malicious_layers_from_a_registry() {
         let out = build(c.name);
         let text = all_output(&out);
         if std::env::var_os("ROBUST_SHOW").is_some() {
-            let last = text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default();
+            let last = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .last()
+                .unwrap_or_default();
             let _ = std::io::stderr().write_all(format!("  {}: {last}\n", c.name).as_bytes());
         }
         let result = (|| {

@@ -471,3 +471,38 @@ fn pull_refuses_absurd_layer_counts() {
     let text = refused_pull(|s, repo| s.image(repo, 20_000, 20_000));
     assert!(text.contains("20000 layers"), "{text}");
 }
+
+#[test]
+fn pull_refuses_artifacts_that_are_not_images() {
+    let text = refused_pull(|s, repo| {
+        let config = br#"{"name":"chart","version":"1.0.0"}"#;
+        s.blob(repo, config);
+        let (blob, _) = small_layer(repo);
+        s.blob(repo, &blob);
+        s.manifest(
+            repo,
+            OCI_MANIFEST,
+            manifest_json(
+                &descriptor("application/vnd.cncf.helm.config.v1+json", config),
+                &[descriptor(
+                    "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    &blob,
+                )],
+            ),
+        );
+    });
+    assert!(text.contains("not an image config"), "{text}");
+}
+
+#[test]
+fn no_matching_platform_error_names_each_platform_once() {
+    let text = refused_pull(|s, repo| {
+        let entry = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(b"m").to_string(),
+            "size": 1, "platform": {"os": "plan9", "architecture": "mips"}});
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": OCI_INDEX, "manifests": vec![entry; 20_000]}))
+        .unwrap();
+        s.manifest(repo, OCI_INDEX, index);
+    });
+    assert_eq!(text.matches("plan9/mips").count(), 1, "{text}");
+}

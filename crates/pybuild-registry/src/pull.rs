@@ -170,7 +170,10 @@ fn resolve_at(
             if p.os == "unknown" {
                 continue;
             }
-            available.push(platform_string(p));
+            let name = platform_string(p);
+            if !available.contains(&name) {
+                available.push(name);
+            }
             if chosen.is_none() && platform_matches(platform, p) {
                 chosen = Some(d.clone());
             }
@@ -213,6 +216,14 @@ fn resolve_at(
     };
     let manifest: ImageManifest =
         from_json("manifest", &bytes).map_err(|e| invalid(e.to_string()))?;
+    if ![media_type::OCI_CONFIG, media_type::DOCKER_CONFIG]
+        .contains(&manifest.config.media_type.as_str())
+    {
+        return Err(invalid(format!(
+            "its config is a {}, not an image config (an artifact, not an image)",
+            manifest.config.media_type
+        )));
+    }
     if manifest.layers.len() > LAYER_LIMIT {
         return Err(invalid(format!(
             "{} layers, more than the {LAYER_LIMIT} allowed",

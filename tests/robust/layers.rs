@@ -367,8 +367,7 @@ fn malicious_layers_from_a_registry() {
         if std::env::var_os("ROBUST_SHOW").is_some() {
             let last = text
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or_default();
             let _ = std::io::stderr().write_all(format!("  {}: {last}\n", c.name).as_bytes());
         }

@@ -132,10 +132,12 @@ fn refused(
     if std::env::var_os("ROBUST_SHOW").is_some() {
         let last = text
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or_default();
-        eprintln!("  {repo} ({took:.1?}): {last}");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("  {repo} ({took:.1?}): {last}\n").as_bytes(),
+        );
     }
     let inspect = world
         .pybuild()
@@ -156,7 +158,8 @@ fn malformed_registry_answers() {
     };
     let host = server.s.host();
     let mut tally = Tally::new("malformed registry answers");
-    let mut cases: Vec<(&str, Box<dyn Fn(&Server, &str)>)> = Vec::new();
+    type Setup = Box<dyn Fn(&Server, &str)>;
+    let mut cases: Vec<(&str, Setup)> = Vec::new();
 
     cases.push(("manifest-over-4mib", Box::new(|s, repo| {
         let mut body = b"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"annotations\":{\"x\":\"".to_vec();

@@ -24,7 +24,7 @@ ci: lint test
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain use them.
 fuzz seconds="240":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && for t in parse_dockerfile expand_word dockerignore; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
+    cd fuzz && for t in parse_dockerfile expand_word dockerignore apply_layer oci_json; do RUSTC_BOOTSTRAP=1 cargo fuzz run -O $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; done
 
 # pybuild vs buildah benchmarks (issue 7; not part of CI): writes docs/performance.md.
 # Same as `bash bench/run.sh`; BENCH_RUNS (default 5) sets the runs per case.

@@ -56,6 +56,31 @@ impl Default for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// The defaults, with overrides from the environment for tests and slow networks:
+    /// `PYBUILD_REGISTRY_TIMEOUT` (seconds, for both the connect and the read timeout)
+    /// and `PYBUILD_REGISTRY_RETRIES` (extra attempts). Unset, empty or unparsable
+    /// values keep the defaults.
+    pub fn from_env() -> Self {
+        let mut options = Self::default();
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
+        if let Some(secs) = var("PYBUILD_REGISTRY_TIMEOUT").filter(|s| *s > 0.0) {
+            let timeout = Duration::from_secs_f64(secs.min(86_400.0));
+            options.connect_timeout = timeout;
+            options.read_timeout = timeout;
+        }
+        if let Some(retries) = var("PYBUILD_REGISTRY_RETRIES") {
+            options.retries = retries.min(100.0) as u32;
+        }
+        options
+    }
+}
+
 /// A registry client: settings, credentials, HTTP connections and cached tokens.
 /// Shareable across threads.
 #[derive(Debug)]

@@ -29,6 +29,9 @@ use crate::{Error, Event, Progress, Reference};
 pub const MANIFEST_LIMIT: u64 = 4 << 20;
 /// Largest image config accepted (configs are read into memory).
 pub const CONFIG_LIMIT: u64 = 16 << 20;
+/// Most layers an image may have. Docker refuses more than 125 and an overlay mount
+/// cannot stack many more; a manifest listing thousands is hostile or broken.
+pub const LAYER_LIMIT: usize = 1000;
 /// Layers downloaded at the same time.
 pub const PULL_CONCURRENCY: usize = 3;
 
@@ -167,7 +170,10 @@ fn resolve_at(
             if p.os == "unknown" {
                 continue;
             }
-            available.push(platform_string(p));
+            let name = platform_string(p);
+            if !available.contains(&name) {
+                available.push(name);
+            }
             if chosen.is_none() && platform_matches(platform, p) {
                 chosen = Some(d.clone());
             }
@@ -210,6 +216,20 @@ fn resolve_at(
     };
     let manifest: ImageManifest =
         from_json("manifest", &bytes).map_err(|e| invalid(e.to_string()))?;
+    if ![media_type::OCI_CONFIG, media_type::DOCKER_CONFIG]
+        .contains(&manifest.config.media_type.as_str())
+    {
+        return Err(invalid(format!(
+            "its config is a {}, not an image config (an artifact, not an image)",
+            manifest.config.media_type
+        )));
+    }
+    if manifest.layers.len() > LAYER_LIMIT {
+        return Err(invalid(format!(
+            "{} layers, more than the {LAYER_LIMIT} allowed",
+            manifest.layers.len()
+        )));
+    }
     let config_bytes = fetch_small_blob(client, ep, ctx, &manifest.config, CONFIG_LIMIT, progress)?;
     let config: ImageConfig =
         from_json("config", &config_bytes).map_err(|e| Error::InvalidContent {
@@ -218,6 +238,18 @@ fn resolve_at(
             what: format!("config {}", manifest.config.digest),
             reason: e.to_string(),
         })?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::InvalidContent {
+            registry: ctx.registry.clone(),
+            repository: ctx.repository.clone(),
+            what: format!("config {}", manifest.config.digest),
+            reason: format!(
+                "it lists {} diff IDs for the manifest's {} layers",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            ),
+        });
+    }
     let platform = chosen.and_then(|d| d.platform).unwrap_or_else(|| Platform {
         architecture: config.architecture.clone(),
         os: config.os.clone(),

@@ -197,7 +197,13 @@ impl<'a> DiffBuilder<'a> {
         }
         match &item.content {
             Content::File(src) => {
-                fs::copy(src, &path).map_err(|e| io_at(src, e))?;
+                // Either side can fail (a vanished source, a full store disk): name both.
+                fs::copy(src, &path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("copying {} to {}: {e}", src.display(), path.display()),
+                    )
+                })?;
                 self.finish_entry(&path, item.mode, item.owner)?;
             }
             Content::Bytes(bytes) => {

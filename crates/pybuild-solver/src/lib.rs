@@ -64,7 +64,7 @@ use user::{Owner, resolve_owner};
 
 /// Version of the cache-key encoding; bump it when the meaning of a key changes, so
 /// old records are never mistaken for new ones.
-pub const CACHE_KEY_VERSION: u32 = 1;
+pub const CACHE_KEY_VERSION: u32 = 2;
 
 /// The `comment` BuildKit puts on the history entries it writes.
 const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
@@ -1315,7 +1315,7 @@ impl<'a> Solver<'a> {
                 .find(|i| matches!(i, Input::Stage(_) | Input::Image(_)))
                 .cloned()
         });
-        let mut content_key: Vec<serde_json::Value> = Vec::new();
+        let mut content_key = ListHasher::default();
         // Downloaded files, kept until the layer is written.
         let mut downloads: Vec<pybuild_store::TempDir> = Vec::new();
         for src in &spec.sources {
@@ -1564,24 +1564,28 @@ impl<'a> Solver<'a> {
             })
             .collect();
 
-        let listing: Vec<serde_json::Value> = items
-            .iter()
-            .map(|i| {
-                let what = match &i.content {
-                    Content::Dir => json!("dir"),
-                    Content::Symlink(t) => json!({"symlink": t}),
-                    Content::Bytes(b) => json!({"file": Digest::of(b)}),
-                    // Files are identified by their content key entry (context
-                    // digests or the source stage's key), in the same order.
-                    Content::File(_) => json!("file"),
-                };
-                json!([i.target.join("/"), what, i.mode, i.owner.uid, i.owner.gid])
-            })
-            .collect();
+        let mut listing = ListHasher::default();
+        for i in &items {
+            let what = match &i.content {
+                Content::Dir => json!("dir"),
+                Content::Symlink(t) => json!({"symlink": t}),
+                Content::Bytes(b) => json!({"file": Digest::of(b)}),
+                // Files are identified by their content key entry (context
+                // digests or the source stage's key), in the same order.
+                Content::File(_) => json!("file"),
+            };
+            listing.push(json!([
+                i.target.join("/"),
+                what,
+                i.mode,
+                i.owner.uid,
+                i.owner.gid
+            ]));
+        }
         let mut step = json!({
             "op": if is_add { "add" } else { "copy" },
-            "sources": content_key,
-            "items": listing,
+            "sources": content_key.finish(),
+            "items": listing.finish(),
             "link": spec.link,
             "layer": self.layer_settings(),
             "mtime": self.now_for_dirs(),
@@ -1727,7 +1731,7 @@ impl<'a> Solver<'a> {
         src: &pybuild_dockerfile::Spanned<String>,
         exclude: &PatternMatcher,
         groups: &mut Vec<Group>,
-        content_key: &mut Vec<serde_json::Value>,
+        content_key: &mut ListHasher,
         original: &str,
     ) -> Result<()> {
         let ctx_err = |e: pybuild_context::Error| Error::Step {
@@ -1955,6 +1959,32 @@ fn archive_reader(path: &std::path::Path) -> io::Result<Option<Box<dyn io::Read>
     open().map(Some)
 }
 
+/// A list of canonical JSON values, hashed as it is built: a COPY of 100,000 files
+/// must not hold 100,000 JSON trees to compute its key. The key holds the digest of
+/// the values' canonical encodings, one per line, with their count.
+#[derive(Default)]
+struct ListHasher {
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl ListHasher {
+    fn push(&mut self, value: serde_json::Value) {
+        use sha2::Digest as _;
+        self.hasher.update(canonical_json(&value));
+        self.hasher.update(b"\n");
+        self.count += 1;
+    }
+
+    fn finish(self) -> serde_json::Value {
+        use sha2::Digest as _;
+        json!({
+            "count": self.count,
+            "sha256": Digest::from_sha256(self.hasher.finalize().into()),
+        })
+    }
+}
+
 /// A layer's media type in the requested flavour (the blob is the same either way).
 fn layer_media_type(stored: &str, oci: bool) -> String {
     use media_type::*;
@@ -2006,7 +2036,7 @@ mod tests {
         );
         assert_eq!(
             key.to_string(),
-            "sha256:e9cd17edca628e4c3d9302d4cd77c41b999ffbb18402ab8ed3c89be8cc0a37c4"
+            "sha256:ffb21f979592337b59cfef7bbc37296475018729b4db9be525fbf6a8b3bc38d0"
         );
         // Object key order never matters: the encoding is canonical.
         let reordered = key_of(

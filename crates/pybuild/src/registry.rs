@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use pybuild_oci::{Descriptor, Platform};
 use pybuild_registry::{
-    Client, Credentials, DockerAuth, Progress as RegistryProgress, PushOptions, Reference,
-    RegistryConfig,
+    Client, ClientOptions, Credentials, DockerAuth, Progress as RegistryProgress, PushOptions,
+    Reference, RegistryConfig,
 };
 use pybuild_store::{BoxError, Store};
 
@@ -43,9 +43,10 @@ impl RegistrySettings {
         for (host, mirror) in &self.mirrors {
             config.add_mirror(host, mirror);
         }
-        Ok(Client::new(
+        Ok(Client::with_options(
             config,
             Arc::new(DockerAuth::default_location()),
+            ClientOptions::from_env(),
         ))
     }
 }

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod proxy;
+mod scripted;
 mod token;
 
 pub use proxy::{Fault, FaultProxy};
+pub use scripted::{Canned, ScriptedRegistry};
 
 pub use token::{
     Access, ISSUER, SERVICE, TOKEN_LIFETIME_SECS, TokenServer, certificate_pem, sign_token,

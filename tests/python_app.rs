@@ -482,6 +482,79 @@ fn python_app_builds_pushes_runs_and_caches() {
     assert_eq!(changed["COPY requirements.txt ."], "DONE", "{changed:?}");
     assert_eq!(changed[RUN_PIP], "DONE", "pip runs again: {changed:?}");
     assert!(log.contains("Successfully installed"), "{log}");
+
+    // --- The multi-stage fixture: its independent stages overlap, and the app's own
+    // layers are smaller than the single-stage image's. ---
+    let out = world
+        .pybuild("user")
+        .arg("--registry-mirror")
+        .arg(format!("docker.io={}", world.registry.host()))
+        .args([
+            "build",
+            "--progress=rawjson",
+            "-t",
+            "my-python-app:multistage",
+            "-f",
+        ])
+        .arg(Path::new(FIXTURES).join("python-multistage/Dockerfile"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_success(&out, "building fixtures/python-multistage");
+    let events: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let vertex_of = |needle: &str| -> serde_json::Value {
+        events
+            .iter()
+            .find(|e| e["name"].as_str().is_some_and(|n| n.contains(needle)))
+            .map(|e| e["vertex"].clone())
+            .unwrap_or_else(|| panic!("no step {needle}"))
+    };
+    let at = |vertex: &serde_json::Value, kind: &str| -> usize {
+        events
+            .iter()
+            .position(|e| e["vertex"] == *vertex && e["type"] == kind)
+            .unwrap_or_else(|| panic!("{vertex} never {kind}"))
+    };
+    // Each stage's span runs from its FROM's start to its last step's end; the two
+    // spans overlap (each starts before the other ends).
+    let span = |stage: &str| {
+        (
+            at(&vertex_of(&format!("[{stage} 1/4]")), "step_started"),
+            at(&vertex_of(&format!("[{stage} 4/4]")), "step_done"),
+        )
+    };
+    let (deps_start, deps_end) = span("deps");
+    let (check_start, check_end) = span("check");
+    assert!(
+        deps_start < check_end && check_start < deps_end,
+        "stages did not overlap: {events:?}"
+    );
+    // Bytes of the layers above the base's, as stored (compressed).
+    let layers_of = |tag: &str| -> Vec<u64> {
+        let m: serde_json::Value = serde_json::from_str(&check(tool("skopeo").args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:{tag}", user_root.display()),
+        ])))
+        .unwrap();
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .collect()
+    };
+    let base = layers_of("python:3.8-slim").len();
+    let app_layers = |tag: &str| -> u64 { layers_of(tag)[base..].iter().sum() };
+    let single = app_layers("my-python-app:latest");
+    let multi = app_layers("my-python-app:multistage");
+    assert!(
+        multi < single,
+        "multi-stage {multi} B >= single-stage {single} B"
+    );
 }
 
 /// Force-removes a podman container on drop (also when the test fails).

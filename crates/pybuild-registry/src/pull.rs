@@ -32,6 +32,9 @@ pub const CONFIG_LIMIT: u64 = 16 << 20;
 /// Most layers an image may have. Docker refuses more than 125 and an overlay mount
 /// cannot stack many more; a manifest listing thousands is hostile or broken.
 pub const LAYER_LIMIT: usize = 1000;
+/// The slowest blob transfer accepted, in bytes per second, measured over a
+/// read-timeout window (see the blob loop): slower is treated as a stalled connection.
+pub const MIN_RATE: u64 = 1024;
 /// Layers downloaded at the same time.
 pub const PULL_CONCURRENCY: usize = 3;
 
@@ -634,10 +637,29 @@ fn download_blob(
         }
         let mut resp = resp;
         let mut last_report = start;
+        // A server that sends a byte now and then never trips the per-read timeout;
+        // a transfer slower than MIN_RATE over a whole read-timeout window is cut and
+        // retried (resuming) like a dropped connection.
+        let window = client.options().read_timeout;
+        let mut window_start = std::time::Instant::now();
+        let mut window_bytes = 0u64;
         let outcome = loop {
+            if window_start.elapsed() >= window {
+                let floor = (MIN_RATE as f64 * window.as_secs_f64()) as u64;
+                if window_bytes < floor {
+                    break Err(format!(
+                        "transfer stalled: {window_bytes} bytes in {:.0} s (less than {} bytes/s)",
+                        window.as_secs_f64(),
+                        MIN_RATE
+                    ));
+                }
+                window_start = std::time::Instant::now();
+                window_bytes = 0;
+            }
             match resp.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
+                    window_bytes += n as u64;
                     // Never accept more than the descriptor promises.
                     let total = writer.written() + n as u64;
                     if total > desc.size {

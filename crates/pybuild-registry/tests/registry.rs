@@ -704,3 +704,66 @@ fn blob_longer_than_its_descriptor_is_rejected() {
     assert!(matches!(err, Error::SizeMismatch { .. }), "{err:?}");
     assert!(!dst.has_blob(&manifest.layers[0].digest));
 }
+
+/// A server that trickles a blob a byte at a time never trips the per-read timeout;
+/// the minimum-rate guard cuts the transfer (and its retries) with a clear error, and
+/// nothing of the blob reaches the store.
+#[test]
+fn trickling_blob_is_cut_by_the_minimum_rate() {
+    let registry = Registry::start(RegistryAuth::None);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = store_in(tmp.path(), "src");
+    let desc = small_image(&src, "trickle");
+    push(
+        &anon_client(),
+        &src,
+        &desc,
+        &reference(&registry.host(), "t/app:1"),
+        &PushOptions::default(),
+        &pybuild_registry::NoProgress,
+    )
+    .expect("push");
+    let manifest: ImageManifest =
+        serde_json::from_slice(&src.read_blob(&desc.digest).expect("read")).expect("manifest");
+    let layer = manifest.layers[0].clone();
+    let proxy = FaultProxy::start(&registry.host());
+    proxy.set(Fault::Trickle {
+        path: format!("/blobs/{}", layer.digest),
+        millis: 200,
+    });
+    // A 2 s window: 5 bytes/s is far below the floor, yet each read gets a byte
+    // within 200 ms, so the read timeout alone would wait for hours.
+    let client = Client::with_options(
+        RegistryConfig::default(),
+        Arc::new(Anonymous),
+        ClientOptions {
+            read_timeout: Duration::from_secs(2),
+            retries: 1,
+            backoff: Duration::from_millis(20),
+            ..ClientOptions::default()
+        },
+    );
+    let dst = store_in(tmp.path(), "dst");
+    let started = std::time::Instant::now();
+    let err = pull(
+        &client,
+        &dst,
+        &reference(&proxy.host(), "t/app:1"),
+        &linux("amd64"),
+        &pybuild_registry::NoProgress,
+    )
+    .expect_err("a trickling blob must fail");
+    let text = err.to_string();
+    assert!(text.contains("stalled"), "{text}");
+    assert!(text.contains("t/app"), "{text}");
+    assert!(!dst.has_blob(&layer.digest));
+    // Cut after the windows (2 attempts of 2 s), long before the blob's
+    // {layer.size} bytes would have trickled through at 5 bytes/s.
+    let trickle_secs = layer.size / 5;
+    assert!(
+        started.elapsed() < Duration::from_secs(trickle_secs / 2),
+        "took {:?} for a {}-byte blob",
+        started.elapsed(),
+        layer.size
+    );
+}

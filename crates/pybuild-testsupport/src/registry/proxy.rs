@@ -61,6 +61,14 @@ pub enum Fault {
         /// The delay, in milliseconds.
         millis: u64,
     },
+    /// Send the matching response body one byte every `millis` (a slow but never
+    /// silent server: no single read ever times out).
+    Trickle {
+        /// The substring of the request target to match.
+        path: String,
+        /// The pause between bytes, in milliseconds.
+        millis: u64,
+    },
 }
 
 impl Fault {
@@ -71,7 +79,8 @@ impl Fault {
             | Fault::CorruptBody { path }
             | Fault::CutAfter { path, .. }
             | Fault::TooManyRequests { path, .. }
-            | Fault::Delay { path, .. } => Some(path),
+            | Fault::Delay { path, .. }
+            | Fault::Trickle { path, .. } => Some(path),
         }
     }
 }
@@ -84,6 +93,7 @@ enum Action {
     Corrupt,
     Cut(usize),
     Delay(Duration),
+    Trickle(Duration),
 }
 
 #[derive(Debug)]
@@ -120,6 +130,7 @@ impl Shared {
                 Action::Cut(after)
             }
             Fault::Delay { millis, .. } => Action::Delay(Duration::from_millis(*millis)),
+            Fault::Trickle { millis, .. } => Action::Trickle(Duration::from_millis(*millis)),
         }
     }
 }
@@ -353,6 +364,19 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         Action::Corrupt if !response_body.is_empty() => {
             let middle = response_body.len() / 2;
             response_body[middle] ^= 0x01;
+        }
+        Action::Trickle(pause) => {
+            client.write_all(out.as_bytes())?;
+            for byte in &response_body {
+                if client.write_all(std::slice::from_ref(byte)).is_err() {
+                    // The client gave up: that is what the test waits for.
+                    return Ok(());
+                }
+                let _ = client.flush();
+                std::thread::sleep(pause);
+            }
+            let _ = client.shutdown(Shutdown::Write);
+            return Ok(());
         }
         Action::Cut(after) => {
             response_body.truncate(after);

@@ -51,6 +51,7 @@
 //! [`ApplyStats::diff_id`] with the image config's `rootfs.diff_ids`.
 
 mod apply;
+mod pgzip;
 mod pipeline;
 mod reader;
 mod write;

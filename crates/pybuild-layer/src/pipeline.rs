@@ -5,6 +5,7 @@ use std::io::{self, BufWriter, Write};
 
 use pybuild_oci::{Digest, Sha256Writer};
 
+use crate::pgzip::ParGzEncoder;
 use crate::{Compression, Error};
 
 /// Tar-side buffer: headers are 512 bytes, so batch them before they reach the
@@ -17,7 +18,7 @@ const OUT_BUFFER: usize = 256 << 10;
 /// The compressor stage.
 enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -32,13 +33,9 @@ impl<W: Write> Encoder<W> {
                         "gzip levels are 0 to 9",
                     ));
                 }
-                // GzBuilder's defaults are what reproducibility needs: mtime 0, no
-                // file name, OS byte 255 ("unknown") on every platform.
-                Encoder::Gzip(
-                    flate2::GzBuilder::new()
-                        .mtime(0)
-                        .write(inner, flate2::Compression::new(level)),
-                )
+                // Parallel, and the same bytes whatever the thread count; the
+                // header is GzBuilder's with mtime 0 (no name, OS byte 255).
+                Encoder::Gzip(ParGzEncoder::new(inner, level))
             }
             Compression::Zstd { level } => {
                 // Single-threaded (the crate's default without the `zstdmt` feature):

@@ -65,7 +65,7 @@ fn io_at(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-fn set_mtime(path: &Path, (secs, nanos): (i64, u32)) -> io::Result<()> {
+pub(crate) fn set_mtime(path: &Path, (secs, nanos): (i64, u32)) -> io::Result<()> {
     let ts = Timespec {
         tv_sec: secs,
         tv_nsec: nanos.into(),

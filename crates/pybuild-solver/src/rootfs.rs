@@ -44,11 +44,11 @@ pub struct MergedEntry {
     pub meta: Metadata,
 }
 
-fn is_whiteout(meta: &Metadata) -> bool {
+pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-fn is_opaque(path: &Path) -> bool {
+pub(crate) fn is_opaque(path: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|name| {

@@ -13,24 +13,19 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, lchown, symlink};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps, mknodat, utimensat};
+use rustix::fs::{CWD, FileType, Mode, mknodat};
 
-const OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-
-fn is_whiteout(meta: &fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-fn is_opaque(path: &Path) -> bool {
-    OPAQUE.iter().any(|name| {
-        let mut buf = [0u8; 4];
-        matches!(rustix::fs::lgetxattr(path, *name, &mut buf), Ok(n) if buf[..n] == *b"y")
-    })
-}
+use crate::diff::set_mtime;
+use crate::rootfs::{is_opaque, is_whiteout};
 
 fn set_opaque(path: &Path) -> io::Result<()> {
-    rustix::fs::lsetxattr(path, OPAQUE[0], b"y", rustix::fs::XattrFlags::empty())
-        .map_err(io::Error::from)
+    rustix::fs::lsetxattr(
+        path,
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(io::Error::from)
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -43,20 +38,7 @@ fn remove_any(path: &Path) -> io::Result<()> {
 }
 
 fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let ts = Timespec {
-        tv_sec: meta.mtime(),
-        tv_nsec: meta.mtime_nsec(),
-    };
-    utimensat(
-        CWD,
-        path,
-        &Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
+    set_mtime(path, (meta.mtime(), meta.mtime_nsec() as u32))
 }
 
 /// Merge the diff directories `layers` (bottom first) into `target` (empty).

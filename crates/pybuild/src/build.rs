@@ -5,7 +5,6 @@
 //! the context with its `.dockerignore` and stat cache, runs the solver, tags the
 //! result only once the whole image is in the store, and writes the outputs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pybuild_context::{Context, PatternMatcher};
@@ -207,7 +206,7 @@ pub fn build(
         }
     }
     if let Some(path) = &request.iidfile {
-        write_file_atomic(path, solved.config_digest.to_string().as_bytes())?;
+        crate::atomic::write(path, solved.config_digest.to_string().as_bytes())?;
     }
     if let Some(path) = &request.metadata_file {
         let mut meta = serde_json::json!({
@@ -230,7 +229,7 @@ pub fn build(
         }
         let mut text = serde_json::to_vec_pretty(&meta).unwrap_or_default();
         text.push(b'\n');
-        write_file_atomic(path, &text)?;
+        crate::atomic::write(path, &text)?;
     }
     Ok(BuildResult {
         manifest: solved.manifest,
@@ -240,21 +239,4 @@ pub fn build(
         cached_steps: solved.cached_steps,
         fs_steps: solved.fs_steps,
     })
-}
-
-/// Write a small file atomically next to its destination (temp file, fsync, rename).
-pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
 }

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+mod atomic;
 pub mod build;
 mod builder;
 mod export;

@@ -153,7 +153,7 @@ fn record_sources(store: &Store, desc: &Descriptor, reference: &Reference) {
     if let Some(dir) = file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = crate::build::write_file_atomic(&file, &pybuild_oci::canonical_json(&sources));
+    let _ = crate::atomic::write(&file, &pybuild_oci::canonical_json(&sources));
 }
 
 /// A repository of `reference`'s registry, other than its own, holding the first

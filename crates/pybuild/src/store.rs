@@ -7,9 +7,7 @@
 //! [`normalize_tag`](pybuild_store::normalize_tag), so `app`, `app:latest` and what
 //! `skopeo inspect oci:ROOT:app:latest` sees agree.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pybuild_oci::{Descriptor, Digest};
 use pybuild_store::normalize_tag;
@@ -205,7 +203,7 @@ pub fn save(store: &Store, names: &[String], format: SaveFormat, out: &Path) -> 
         }
     }
     let subject = names.join(", ");
-    write_file_atomically(out, |file| {
+    crate::atomic::write_with(out, |file| {
         let result = match format {
             SaveFormat::DockerArchive => {
                 pybuild_export::write_docker_archive_multi(store, &images, file).map(drop)
@@ -224,52 +222,4 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<LoadedImage>> {
         path: path.to_path_buf(),
         source: Box::new(e.into()),
     })
-}
-
-/// Create `dest` through a temp file in its directory: `fill` writes it, then it is
-/// flushed, fsynced and renamed into place and the directory fsynced. On any
-/// failure the temp file is removed.
-fn write_file_atomically(
-    dest: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
-) -> Result<()> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::Write {
-            path: dest.to_path_buf(),
-            source: std::io::Error::other("not a file name"),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let temp = dir.join(format!(".{name}.pybuild-{}.tmp", std::process::id()));
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
-    let result = (|| {
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(write_err(&temp))?;
-        let mut writer = BufWriter::with_capacity(1 << 16, file);
-        fill(&mut writer)?;
-        writer.flush().map_err(write_err(&temp))?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| write_err(&temp)(e.into_error()))?;
-        file.sync_all().map_err(write_err(&temp))?;
-        fs::rename(&temp, dest).map_err(write_err(dest))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_err(&dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
 }

@@ -251,6 +251,7 @@ fn rawjson_lines_validate_against_the_documented_schema() {
             "step_started",
             "step_done",
             "step_started",
+            "layer_written",
             "step_done",
             "image_written",
             "build_finished"
@@ -262,6 +263,20 @@ fn rawjson_lines_validate_against_the_documented_schema() {
     assert_eq!(events[0]["vertex"], 1);
     assert_eq!(events[0]["name"], "[stage-0 1/2] FROM scratch");
     assert_eq!(events[2]["name"], "[stage-0 2/2] COPY a /a");
+    // The COPY's layer: its blob is in the store with the size reported.
+    let layer = &events[3];
+    assert_eq!(layer["vertex"], 2);
+    let blob = env.root().join("blobs/sha256").join(
+        layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    assert_eq!(
+        std::fs::metadata(&blob).map(|m| m.len()).ok(),
+        layer["size"].as_u64(),
+        "{layer}"
+    );
     let last = events.last().unwrap();
     assert_eq!(last["success"], true);
     let times: Vec<f64> = events.iter().map(|e| e["time"].as_f64().unwrap()).collect();
@@ -274,6 +289,7 @@ fn rawjson_lines_validate_against_the_documented_schema() {
     let (_, stderr) = succeeded(&env.build(&["--progress=rawjson"]));
     let events = validated_events(&stderr);
     assert_eq!(events[4]["type"], "step_cached", "{stderr}");
+    assert!(!types(&events).contains(&"layer_written"), "{stderr}");
     assert_eq!(events[4]["vertex"], 2);
 
     // A failed build: the JSON lines validate, the failing step has a step_error and

@@ -95,26 +95,30 @@ pub fn run(args: BuildArgs, global: GlobalArgs) -> anyhow::Result<()> {
     }
     // Validation: syntax and planning errors are reported compiler-style before
     // anything runs.
-    for warning in pybuild::warnings(&settings.dockerfile)? {
-        eprint!("{warning}");
-    }
     let options = super::plan_options(
         settings.build_args.clone(),
         settings.target.clone(),
         &settings.platforms,
     )?;
-    let graph = pybuild::plan(&settings.dockerfile, &options)?;
-    for arg in &graph.unused_build_args {
+    let planned = pybuild::plan_with_warnings(&settings.dockerfile, &options)?;
+    for warning in &planned.warnings {
+        eprint!("{warning}");
+    }
+    for arg in &planned.graph.unused_build_args {
         warn(format_args!(
             "build arg {arg} was given but no ARG in the Dockerfile consumes it"
         ));
     }
-    execute(&settings, options)
+    execute(&settings, options, &planned.graph)
 }
 
 /// Hand the settings to the library: one `pybuild::build::build` call, with a
 /// progress printer, then the summary lines docker prints.
-fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Result<()> {
+fn execute(
+    settings: &BuildSettings,
+    plan: pybuild::PlanOptions,
+    graph: &pybuild::BuildGraph,
+) -> anyhow::Result<()> {
     let mut secrets = pybuild::build::Secrets::default();
     for s in &settings.secrets {
         let source = match &s.source {
@@ -161,7 +165,7 @@ fn execute(settings: &BuildSettings, plan: pybuild::PlanOptions) -> anyhow::Resu
         cancel: Some(cancel_on_ctrl_c()),
     };
     let printer = progress::Printer::new(settings.progress);
-    let result = pybuild::build::build(&store, &request, &printer);
+    let result = pybuild::build::build_planned(&store, &request, graph, &printer);
     match &result {
         Ok(built) => printer.finish(progress::Outcome::Built {
             image_id: &built.image_id.to_string(),

@@ -20,11 +20,11 @@ pub fn run_debug_graph(args: DebugGraphArgs) -> anyhow::Result<()> {
         ));
     }
     let options = super::plan_options(build_args, args.target.clone(), &args.platforms)?;
-    for warning in pybuild::warnings(&source)? {
+    let planned = pybuild::plan_with_warnings(&source, &options)?;
+    for warning in &planned.warnings {
         eprint!("{warning}");
     }
-    let graph = pybuild::plan(&source, &options)?;
-    super::write_stdout(&graph.describe())
+    super::write_stdout(&planned.graph.describe())
 }
 
 /// Platform strings that do not parse are usage errors.

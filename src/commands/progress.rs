@@ -231,6 +231,16 @@ impl Printer {
             Event::ImageWritten { digest } => {
                 json!({"type": "image_written", "time": time, "digest": digest.to_string()})
             }
+            Event::LayerWritten {
+                id,
+                digest,
+                size,
+                duration,
+            } => json!({
+                "type": "layer_written", "time": time, "vertex": id + 1,
+                "digest": digest.to_string(), "size": size,
+                "duration": round_ms(duration.as_secs_f64()),
+            }),
             Event::Pushed { name, digest } => json!({
                 "type": "pushed", "time": time, "name": name, "digest": digest.to_string(),
             }),

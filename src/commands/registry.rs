@@ -13,10 +13,7 @@ use crate::report::CliError;
 pub fn run_pull(args: &PullArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let store = super::open_store(global)?;
     let platform = match &args.platform {
-        Some(p) => {
-            let p = super::debug_graph::parse_platform(p)?;
-            pybuild::registry::oci_platform(&p)
-        }
+        Some(p) => super::debug_graph::parse_platform(p)?.to_oci(),
         None => pybuild::store::host_platform(),
     };
     let (local, desc) = pybuild::registry::pull(

@@ -14,14 +14,20 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform this program runs on.
+    /// The platform this program runs on ([`pybuild_oci::Platform::host`]).
     pub fn host() -> Self {
-        let (architecture, variant) = normalize_arch(std::env::consts::ARCH, None);
+        let host = pybuild_oci::Platform::host();
         Self {
-            os: "linux".into(),
-            architecture,
-            variant,
+            os: host.os,
+            architecture: host.architecture,
+            variant: host.variant,
         }
+    }
+
+    /// The same platform as the image spec writes it (index descriptors, image
+    /// configs, platform selection in a registry's index).
+    pub fn to_oci(&self) -> pybuild_oci::Platform {
+        pybuild_oci::Platform::new(&self.os, &self.architecture, self.variant.as_deref())
     }
 
     /// Parse `os/arch[/variant]` (or a bare architecture, taken as Linux), normalizing

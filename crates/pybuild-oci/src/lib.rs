@@ -134,6 +134,46 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
 }
 
+impl Platform {
+    /// The platform images default to: `linux` on the host's CPU architecture, in
+    /// Go's `GOARCH` names, which the image spec uses (`amd64`, `arm64`, ...).
+    pub fn host() -> Self {
+        Self {
+            architecture: go_arch(std::env::consts::ARCH).to_string(),
+            os: "linux".to_string(),
+            os_version: None,
+            os_features: Vec::new(),
+            variant: None,
+        }
+    }
+
+    /// A Linux-style platform: no OS version, no OS features.
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
+        Self {
+            architecture: architecture.to_string(),
+            os: os.to_string(),
+            os_version: None,
+            os_features: Vec::new(),
+            variant: variant.map(str::to_string),
+        }
+    }
+}
+
+/// Rust's architecture name → Go's `GOARCH`.
+fn go_arch(rust_arch: &str) -> &str {
+    let little = cfg!(target_endian = "little");
+    match rust_arch {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if little => "ppc64le",
+        "mips64" if little => "mips64le",
+        "mips" if little => "mipsle",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
 impl Descriptor {
     /// A descriptor without annotations or platform.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
@@ -219,6 +259,25 @@ pub fn from_json<T: for<'de> Deserialize<'de>>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn host_platform_uses_go_arch_names() {
+        assert_eq!(go_arch("x86_64"), "amd64");
+        assert_eq!(go_arch("aarch64"), "arm64");
+        assert_eq!(go_arch("riscv64"), "riscv64");
+        assert_eq!(Platform::host().os, "linux");
+        assert_eq!(
+            Platform::new("linux", "arm", Some("v7")),
+            Platform {
+                architecture: "arm".into(),
+                os: "linux".into(),
+                os_version: None,
+                os_features: Vec::new(),
+                variant: Some("v7".into()),
+            }
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -20,6 +20,28 @@ pub struct Download {
     /// The `Last-Modified` header, in seconds since the epoch (BuildKit uses it as
     /// the file's mtime).
     pub last_modified: Option<i64>,
+    /// The `ETag` header, as sent (quotes and `W/` included).
+    pub etag: Option<String>,
+}
+
+/// What an earlier download of the same URL said: sent back as `If-None-Match` and
+/// `If-Modified-Since` (RFC 9110, 13.1.2 and 13.1.3) so that an unchanged file is
+/// answered `304 Not Modified` without its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The earlier `ETag`.
+    pub etag: Option<String>,
+    /// The earlier `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// The answer to a conditional download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// `304 Not Modified`: the earlier body is still current; nothing was written.
+    NotModified,
+    /// The body, written to the caller's writer.
+    Body(Download),
 }
 
 /// The largest download accepted (ADD is for files, not for streams without end).
@@ -27,6 +49,24 @@ pub const DOWNLOAD_LIMIT: u64 = 16 << 30;
 
 /// GET `url` (http or https), writing the body to `out`.
 pub fn download(client: &Client, url: &str, out: &mut dyn Write) -> Result<Download, Error> {
+    match download_if_changed(client, url, None, out)? {
+        Fetched::Body(download) => Ok(download),
+        // Without validators the request is unconditional: a 304 is a lie.
+        Fetched::NotModified => Err(Error::Download {
+            url: url.to_string(),
+            reason: "the server answered 304 Not Modified to an unconditional GET".into(),
+        }),
+    }
+}
+
+/// GET `url`, conditional on `known` (when given): [`Fetched::NotModified`] when the
+/// server says the earlier body is current, else the body, written to `out`.
+pub fn download_if_changed(
+    client: &Client,
+    url: &str,
+    known: Option<&Validators>,
+    out: &mut dyn Write,
+) -> Result<Fetched, Error> {
     let bad = |reason: String| Error::Download {
         url: url.to_string(),
         reason,
@@ -38,7 +78,26 @@ pub fn download(client: &Client, url: &str, out: &mut dyn Write) -> Result<Downl
         (None, _) => return Err(bad("no host in the URL".into())),
     };
     let http = client.http(&client.config().endpoint(&host))?;
-    let mut response = http.get(parsed).send().map_err(|e| bad(e.to_string()))?;
+    let mut request = http.get(parsed);
+    if let Some(known) = known {
+        if let Some(etag) = &known.etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+        }
+        let since = known
+            .last_modified
+            .and_then(|secs| u64::try_from(secs).ok())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        if let Some(since) = since {
+            request = request.header(
+                reqwest::header::IF_MODIFIED_SINCE,
+                httpdate::fmt_http_date(since),
+            );
+        }
+    }
+    let mut response = request.send().map_err(|e| bad(e.to_string()))?;
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED && known.is_some() {
+        return Ok(Fetched::NotModified);
+    }
     if !response.status().is_success() {
         return Err(bad(format!("the server answered {}", response.status())));
     }
@@ -49,6 +108,11 @@ pub fn download(client: &Client, url: &str, out: &mut dyn Write) -> Result<Downl
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64);
+    let etag = response
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];
@@ -67,9 +131,10 @@ pub fn download(client: &Client, url: &str, out: &mut dyn Write) -> Result<Downl
         out.write_all(&buf[..n])
             .map_err(|e| bad(format!("writing the file: {e}")))?;
     }
-    Ok(Download {
+    Ok(Fetched::Body(Download {
         digest: Digest::from_sha256(hasher.finalize().into()),
         size,
         last_modified,
-    })
+        etag,
+    }))
 }

@@ -202,6 +202,18 @@ pub enum Event {
         /// The manifest digest it resolved to.
         digest: Digest,
     },
+    /// A step's changes were written as a layer (tar, compressed, hashed, stored,
+    /// the diff kept as a snapshot).
+    LayerWritten {
+        /// Step id.
+        id: usize,
+        /// The layer blob's digest.
+        digest: Digest,
+        /// The blob's size in bytes (compressed).
+        size: u64,
+        /// How long it took, from the moment the step's content was complete.
+        duration: std::time::Duration,
+    },
     /// The image was written.
     ImageWritten {
         /// The manifest digest.
@@ -267,13 +279,40 @@ pub struct DownloadInfo {
     pub digest: Digest,
     /// `Last-Modified`, in seconds since the epoch.
     pub last_modified: Option<i64>,
+    /// `ETag`, as the server sent it.
+    pub etag: Option<String>,
+}
+
+/// What an earlier download of a URL said, for a conditional request (RFC 9110
+/// `If-None-Match` / `If-Modified-Since`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The earlier `ETag`.
+    pub etag: Option<String>,
+    /// The earlier `Last-Modified`, in seconds since the epoch.
+    pub last_modified: Option<i64>,
+}
+
+/// The answer to a (possibly conditional) download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The earlier content is current (`304 Not Modified`); nothing was written.
+    NotModified,
+    /// The content, written to the caller's writer.
+    Body(DownloadInfo),
 }
 
 /// Where `ADD https://...` sources come from (the facade's HTTP client; a fake in
 /// tests).
 pub trait Downloader: Send + Sync {
-    /// GET `url`, writing the body to `out`.
-    fn download(&self, url: &str, out: &mut dyn io::Write) -> Result<DownloadInfo, BoxError>;
+    /// GET `url`, writing the body to `out`. With `known`, the request is
+    /// conditional and may answer [`Fetched::NotModified`] without a body.
+    fn download(
+        &self,
+        url: &str,
+        known: Option<&Validators>,
+        out: &mut dyn io::Write,
+    ) -> Result<Fetched, BoxError>;
 }
 
 /// The effects a build may use beyond the store and the context.
@@ -477,13 +516,7 @@ pub fn solve(
     backends: &Backends<'_>,
 ) -> Result<Solved> {
     let _lease = store.lease()?;
-    let platform = Platform {
-        architecture: graph.target_platform.architecture.clone(),
-        os: graph.target_platform.os.clone(),
-        os_version: None,
-        os_features: Vec::new(),
-        variant: graph.target_platform.variant.clone(),
-    };
+    let platform = graph.target_platform.to_oci();
     let pulled = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let ids = std::sync::atomic::AtomicUsize::new(0);
     let mut solver = Solver {
@@ -1145,6 +1178,7 @@ impl<'a> Solver<'a> {
 
     /// Write a filled diff directory as a layer and keep it as the snapshot.
     fn commit(&self, diff: pybuild_store::TempDir, key: &Digest) -> Result<Layer> {
+        let started = std::time::Instant::now();
         let mut writer = self.store.blob_writer()?;
         let info = pybuild_layer::write_layer(
             diff.path(),
@@ -1179,6 +1213,14 @@ impl<'a> Solver<'a> {
             created: Some(self.now),
         };
         self.store.put_cache_record(key, &canonical_json(&record))?;
+        if let Some(id) = self.current_step {
+            self.progress.event(&Event::LayerWritten {
+                id,
+                digest: layer.digest.clone(),
+                size: layer.size,
+                duration: started.elapsed(),
+            });
+        }
         Ok(layer)
     }
 
@@ -1316,8 +1358,9 @@ impl<'a> Solver<'a> {
                 .cloned()
         });
         let mut content_key = ListHasher::default();
-        // Downloaded files, kept until the layer is written.
-        let mut downloads: Vec<pybuild_store::TempDir> = Vec::new();
+        // `ADD <url>` sources: downloaded files (or, before a cache miss, the places
+        // they go), kept until the layer is written.
+        let mut downloads: Vec<RemoteSource> = Vec::new();
         for src in &spec.sources {
             let heredoc = src.value.strip_prefix("<<").and_then(|rest| {
                 let name = rest.trim_start_matches('-').trim_matches(['"', '\'']);
@@ -1354,10 +1397,9 @@ impl<'a> Solver<'a> {
                 continue;
             }
             if is_add && (src.value.starts_with("http://") || src.value.starts_with("https://")) {
-                let temp = self.download(src, spec, &instr.original)?;
-                let (path, info) = temp.1.clone();
+                let remote = self.remote_source(src, spec, &instr.original)?;
                 let name = url_file_name(&src.value);
-                content_key.push(json!({"url": src.value, "sha256": info.digest}));
+                content_key.push(remote.key.clone());
                 groups.push(Group {
                     name: name.clone(),
                     path: name,
@@ -1365,15 +1407,15 @@ impl<'a> Solver<'a> {
                     remote: true,
                     entries: vec![GroupEntry {
                         rel: String::new(),
-                        content: Content::File(path),
+                        content: Content::File(remote.path.clone()),
                         // BuildKit's HTTP source writes 0600 unless --chmod says otherwise.
                         mode: 0o600,
                         uid: 0,
                         gid: 0,
-                        mtime: (info.last_modified.unwrap_or(self.now_for_dirs()), 0),
+                        mtime: (remote.last_modified.unwrap_or(self.now_for_dirs()), 0),
                     }],
                 });
-                downloads.push(temp.0);
+                downloads.push(remote);
                 continue;
             }
             if is_add && src.value.starts_with("git@") {
@@ -1604,6 +1646,16 @@ impl<'a> Solver<'a> {
             state.created = Some(self.created_time(created));
             return Ok(true);
         }
+        // A miss: fetch the bodies the key was decided without.
+        let mut items = items;
+        for remote in downloads.iter_mut().filter(|r| r.pending.is_some()) {
+            let mtime = self.fetch_pending(remote, spec, &instr.original)?;
+            for item in &mut items {
+                if matches!(&item.content, Content::File(p) if *p == remote.path) {
+                    item.mtime = (mtime.unwrap_or(self.now_for_dirs()), 0);
+                }
+            }
+        }
         let dir = self.store.temp_dir()?;
         let lower = (!spec.link).then_some(&tree);
         let mut builder = DiffBuilder::new(
@@ -1639,43 +1691,154 @@ impl<'a> Solver<'a> {
         Ok(false)
     }
 
-    /// Download an ADD source into a store scratch file, checking `--checksum`.
-    fn download(
+    /// An `ADD <url>` source, as far as its cache key needs it, downloading as
+    /// little as possible (BuildKit's HTTP source does the same):
+    /// - with `--checksum`, the checksum is the content's identity: no request at
+    ///   all until the step misses the cache;
+    /// - else a conditional GET with the validators (`ETag`, `Last-Modified`) of the
+    ///   last download of this URL: `304 Not Modified` means the content recorded
+    ///   then, and the body is only fetched if the step then misses the cache;
+    /// - else (first time, or the server does not validate) the body is downloaded.
+    ///
+    /// The key holds `Last-Modified` too when known: it becomes the file's mtime,
+    /// so it is part of the layer.
+    fn remote_source(
         &self,
         src: &pybuild_dockerfile::Spanned<String>,
         spec: &CopySpec,
         original: &str,
-    ) -> Result<(pybuild_store::TempDir, (PathBuf, DownloadInfo))> {
-        let fail = |message: String, hint: Option<String>| Error::Step {
-            instruction: first_line(original),
-            span: src.span,
-            message,
-            hint,
-        };
-        let Some(downloader) = self.downloader else {
-            return Err(fail(
-                format!("ADD {}: this build cannot download", src.value),
-                None,
-            ));
-        };
+    ) -> Result<RemoteSource> {
         let dir = self.store.temp_dir()?;
         let path = dir.path().join("download");
-        let mut file = fs::File::create(&path).map_err(|e| fail(e.to_string(), None))?;
-        let info = downloader
-            .download(&src.value, &mut file)
-            .map_err(|e| fail(format!("ADD {}: {e}", src.value), None))?;
-        if let Some(expected) = &spec.checksum {
-            if expected.value != info.digest.to_string() {
-                return Err(fail(
+        let url = src.value.clone();
+        if let Some(sum) = &spec.checksum {
+            return Ok(RemoteSource {
+                key: json!({"url": url, "sha256": sum.value}),
+                path,
+                last_modified: None,
+                pending: Some(sum.value.clone()),
+                src: src.clone(),
+                _dir: dir,
+            });
+        }
+        let record_key = http_record_key(&url);
+        let known: Option<HttpRecord> = self
+            .store
+            .get_cache_record(&record_key)?
+            .and_then(|bytes| serde_json::from_slice::<HttpRecord>(&bytes).ok())
+            .filter(|r| {
+                r.v == CACHE_KEY_VERSION && (r.etag.is_some() || r.last_modified.is_some())
+            });
+        let validators = known.as_ref().map(|r| Validators {
+            etag: r.etag.clone(),
+            last_modified: r.last_modified,
+        });
+        let (digest, last_modified, pending) = match self.fetch(
+            src,
+            &path,
+            validators.as_ref(),
+            original,
+        )? {
+            Fetched::NotModified => match known {
+                Some(r) => (r.sha256.clone(), r.last_modified, Some(r.sha256)),
+                None => {
+                    return Err(step_error(
+                        original,
+                        src.span,
+                        format!(
+                            "ADD {url}: the server answered 304 Not Modified to an unconditional GET"
+                        ),
+                    ));
+                }
+            },
+            Fetched::Body(info) => {
+                let record = HttpRecord {
+                    v: CACHE_KEY_VERSION,
+                    sha256: info.digest.to_string(),
+                    etag: info.etag.clone(),
+                    last_modified: info.last_modified,
+                };
+                self.store
+                    .put_cache_record(&record_key, &canonical_json(&record))?;
+                (info.digest.to_string(), info.last_modified, None)
+            }
+        };
+        Ok(RemoteSource {
+            key: json!({"url": url, "sha256": digest, "lastModified": last_modified}),
+            path,
+            last_modified,
+            pending,
+            src: src.clone(),
+            _dir: dir,
+        })
+    }
+
+    /// Download a source whose key was decided without its body (the step missed
+    /// the cache), checking it is the content the key names. Returns its
+    /// `Last-Modified`.
+    fn fetch_pending(
+        &self,
+        remote: &mut RemoteSource,
+        spec: &CopySpec,
+        original: &str,
+    ) -> Result<Option<i64>> {
+        let Some(expected) = remote.pending.take() else {
+            return Ok(remote.last_modified);
+        };
+        let info = match self.fetch(&remote.src, &remote.path, None, original)? {
+            Fetched::Body(info) => info,
+            Fetched::NotModified => {
+                return Err(step_error(
+                    original,
+                    remote.src.span,
                     format!(
-                        "ADD {}: checksum mismatch: expected {}, got {}",
-                        src.value, expected.value, info.digest
+                        "ADD {}: the server answered 304 Not Modified to an unconditional GET",
+                        remote.src.value
                     ),
-                    Some("the file changed on the server, or --checksum is wrong".into()),
                 ));
             }
+        };
+        if expected != info.digest.to_string() {
+            let hint = if spec.checksum.is_some() {
+                "the file changed on the server, or --checksum is wrong"
+            } else {
+                "the file changed on the server during the build: build again"
+            };
+            return Err(Error::Step {
+                instruction: first_line(original),
+                span: remote.src.span,
+                message: format!(
+                    "ADD {}: checksum mismatch: expected {expected}, got {}",
+                    remote.src.value, info.digest
+                ),
+                hint: Some(hint.into()),
+            });
         }
-        Ok((dir, (path, info)))
+        if spec.checksum.is_none() {
+            remote.last_modified = info.last_modified;
+        }
+        Ok(info.last_modified)
+    }
+
+    /// One GET of an ADD source into `path` (created or truncated).
+    fn fetch(
+        &self,
+        src: &pybuild_dockerfile::Spanned<String>,
+        path: &std::path::Path,
+        known: Option<&Validators>,
+        original: &str,
+    ) -> Result<Fetched> {
+        let fail = |message: String| step_error(original, src.span, message);
+        let Some(downloader) = self.downloader else {
+            return Err(fail(format!(
+                "ADD {}: this build cannot download",
+                src.value
+            )));
+        };
+        let mut file = fs::File::create(path).map_err(|e| fail(e.to_string()))?;
+        downloader
+            .download(&src.value, known, &mut file)
+            .map_err(|e| fail(format!("ADD {}: {e}", src.value)))
     }
 
     /// A cached layer's creation time, unless SOURCE_DATE_EPOCH pins every time.
@@ -2018,6 +2181,46 @@ struct GroupEntry {
     uid: u32,
     gid: u32,
     mtime: (i64, u32),
+}
+
+/// An `ADD <url>` source of a step being solved.
+struct RemoteSource {
+    /// Its entry in the step's content key.
+    key: serde_json::Value,
+    /// Where its body is, or goes once fetched.
+    path: PathBuf,
+    /// `Last-Modified` (the file's mtime), when known.
+    last_modified: Option<i64>,
+    /// `Some(digest)` while the body is not fetched: the content the key names.
+    pending: Option<String>,
+    src: pybuild_dockerfile::Spanned<String>,
+    /// Holds `path`; removed when the step is done.
+    _dir: pybuild_store::TempDir,
+}
+
+/// What the last download of a URL said: a cache record under
+/// [`http_record_key`]. No blobs, no snapshots: it only saves a download.
+#[derive(Debug, Serialize, Deserialize)]
+struct HttpRecord {
+    v: u32,
+    sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(
+        rename = "lastModified",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    last_modified: Option<i64>,
+}
+
+/// The cache-record key of a URL's [`HttpRecord`] (the URL itself is not stored).
+fn http_record_key(url: &str) -> Digest {
+    Digest::of(&canonical_json(&json!({
+        "v": CACHE_KEY_VERSION,
+        "op": "http-validators",
+        "url": url,
+    })))
 }
 
 #[cfg(test)]

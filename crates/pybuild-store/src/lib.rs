@@ -362,31 +362,10 @@ pub fn normalize_tag(name: &str) -> String {
     }
 }
 
-/// The platform images default to: `linux` on the host's CPU architecture, in Go's
-/// (and so the OCI spec's) architecture names.
+/// The platform images default to: `linux` on the host's CPU architecture
+/// ([`Platform::host`]).
 pub fn host_platform() -> Platform {
-    Platform {
-        architecture: go_arch(std::env::consts::ARCH).to_string(),
-        os: "linux".to_string(),
-        os_version: None,
-        os_features: Vec::new(),
-        variant: None,
-    }
-}
-
-/// Rust's architecture name → Go's `GOARCH`.
-fn go_arch(rust_arch: &str) -> &str {
-    let little = cfg!(target_endian = "little");
-    match rust_arch {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" => "arm64",
-        "powerpc64" if little => "ppc64le",
-        "mips64" if little => "mips64le",
-        "mips" if little => "mipsle",
-        "loongarch64" => "loong64",
-        other => other,
-    }
+    Platform::host()
 }
 
 /// `os/arch[/variant]`, as Docker writes platforms.
@@ -454,14 +433,6 @@ mod tests {
         send_sync::<TempDir>();
         send_sync::<Lease>();
         send_sync::<Error>();
-    }
-
-    #[test]
-    fn go_arch_names() {
-        assert_eq!(go_arch("x86_64"), "amd64");
-        assert_eq!(go_arch("aarch64"), "arm64");
-        assert_eq!(go_arch("riscv64"), "riscv64");
-        assert_eq!(host_platform().os, "linux");
     }
 
     #[test]

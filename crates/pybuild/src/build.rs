@@ -105,13 +105,26 @@ fn stat_cache_file(store: &Store, context_dir: &Path) -> PathBuf {
         .join(format!("{}.json", id.hex()))
 }
 
-/// Run a build.
+/// Run a build: plan `request.dockerfile` with `request.plan`, then
+/// [`build_planned`].
 pub fn build(
     store: &Store,
     request: &BuildRequest,
     progress: &dyn Progress,
 ) -> Result<BuildResult> {
     let graph = crate::plan(&request.dockerfile, &request.plan)?;
+    build_planned(store, request, &graph, progress)
+}
+
+/// Run a build whose graph the caller already planned (with
+/// [`crate::plan_with_warnings`], to show the warnings first): `graph` must be
+/// `request.dockerfile` planned with `request.plan`, which is not consulted again.
+pub fn build_planned(
+    store: &Store,
+    request: &BuildRequest,
+    graph: &crate::BuildGraph,
+    progress: &dyn Progress,
+) -> Result<BuildResult> {
     let empty;
     let context_dir = match &request.context_dir {
         Some(dir) => dir.as_path(),
@@ -153,12 +166,13 @@ pub fn build(
         sandbox: Some(&sandbox),
         cancel: request.cancel.clone(),
     };
-    let solved = pybuild_solver::solve(store, &context, &graph, &request.solve, &backends)
-        .map_err(|error| Error::Build {
+    let solved = pybuild_solver::solve(store, &context, graph, &request.solve, &backends).map_err(
+        |error| Error::Build {
             name: request.dockerfile.name.clone(),
             text: request.dockerfile.text.clone(),
             error: Box::new(error),
-        })?;
+        },
+    )?;
 
     let mut tags = Vec::new();
     for output in &request.outputs {

@@ -233,23 +233,20 @@ pub fn dump(source: &DockerfileSource) -> Result<String> {
     Ok(pybuild_dockerfile::dump::dump(&source.parse()?))
 }
 
-/// The validated build graph of a Dockerfile for the given options.
-pub fn plan(source: &DockerfileSource, options: &PlanOptions) -> Result<BuildGraph> {
-    let parsed = source.parse()?;
-    BuildGraph::new(&parsed, options).map_err(|error| match error {
-        pybuild_graph::Error::Dockerfile(error) => source.error(error),
-        error => Error::Plan {
-            name: source.name.clone(),
-            text: source.text.clone(),
-            error: Box::new(error),
-        },
-    })
+/// A Dockerfile planned for a build: the validated graph and the parser's non-fatal
+/// findings, from one parse.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The build graph ([`build::build_planned`] runs it).
+    pub graph: BuildGraph,
+    /// The parser's warnings, rendered (`FILE:LINE:COL: warning: ...`).
+    pub warnings: Vec<String>,
 }
 
-/// Non-fatal findings of the parser, rendered (`FILE:LINE:COL: warning: ...`).
-pub fn warnings(source: &DockerfileSource) -> Result<Vec<String>> {
+/// Parse and plan a Dockerfile once: the graph for `options` and the warnings.
+pub fn plan_with_warnings(source: &DockerfileSource, options: &PlanOptions) -> Result<Planned> {
     let parsed = source.parse()?;
-    Ok(parsed
+    let warnings = parsed
         .warnings
         .iter()
         .map(|w| {
@@ -262,5 +259,19 @@ pub fn warnings(source: &DockerfileSource) -> Result<Vec<String>> {
                 None,
             )
         })
-        .collect())
+        .collect();
+    let graph = BuildGraph::new(&parsed, options).map_err(|error| match error {
+        pybuild_graph::Error::Dockerfile(error) => source.error(error),
+        error => Error::Plan {
+            name: source.name.clone(),
+            text: source.text.clone(),
+            error: Box::new(error),
+        },
+    })?;
+    Ok(Planned { graph, warnings })
+}
+
+/// The validated build graph of a Dockerfile for the given options.
+pub fn plan(source: &DockerfileSource, options: &PlanOptions) -> Result<BuildGraph> {
+    plan_with_warnings(source, options).map(|planned| planned.graph)
 }

@@ -16,17 +16,6 @@ use crate::{Error, Result};
 
 pub use pybuild_registry::NoProgress;
 
-/// The OCI platform of a planning platform (`--platform`).
-pub fn oci_platform(p: &crate::Platform) -> Platform {
-    Platform {
-        architecture: p.architecture.clone(),
-        os: p.os.clone(),
-        os_version: None,
-        os_features: Vec::new(),
-        variant: p.variant.clone(),
-    }
-}
-
 /// Registry settings for one run.
 #[derive(Debug, Clone, Default)]
 pub struct RegistrySettings {
@@ -100,13 +89,25 @@ impl pybuild_solver::Downloader for RegistrySource {
     fn download(
         &self,
         url: &str,
+        known: Option<&pybuild_solver::Validators>,
         out: &mut dyn std::io::Write,
-    ) -> Result<pybuild_solver::DownloadInfo, BoxError> {
-        let d = pybuild_registry::download(&self.client, url, out)?;
-        Ok(pybuild_solver::DownloadInfo {
-            digest: d.digest,
-            last_modified: d.last_modified,
-        })
+    ) -> Result<pybuild_solver::Fetched, BoxError> {
+        let known = known.map(|k| pybuild_registry::Validators {
+            etag: k.etag.clone(),
+            last_modified: k.last_modified,
+        });
+        Ok(
+            match pybuild_registry::download_if_changed(&self.client, url, known.as_ref(), out)? {
+                pybuild_registry::Fetched::NotModified => pybuild_solver::Fetched::NotModified,
+                pybuild_registry::Fetched::Body(d) => {
+                    pybuild_solver::Fetched::Body(pybuild_solver::DownloadInfo {
+                        digest: d.digest,
+                        last_modified: d.last_modified,
+                        etag: d.etag,
+                    })
+                }
+            },
+        )
     }
 }
 

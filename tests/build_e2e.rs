@@ -8,268 +8,31 @@
 //! message saying so, it never skips. The fixture chowns files, so the tests run as
 //! root (as CI does).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pybuild_testsupport::cmd::{assert_fails, assert_success, check, podman, text, tool};
+use pybuild_testsupport::fsx::{link, mode, names, owner, read, sha256_hex};
+use pybuild_testsupport::net::FileServer;
+use pybuild_testsupport::progress::plain_steps;
+use pybuild_testsupport::world::BusyboxEnv;
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
+/// The binary under test.
+const PYBUILD: &str = env!("CARGO_BIN_EXE_pybuild");
 
 /// BuildKit's default PATH for Linux images.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A command for an external tool; fails the test clearly when it is not installed.
-fn tool(name: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed but these tests need it \
-         (apt-get install skopeo umoci busybox-static)"
-    );
-    let mut cmd = Command::new(name);
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Run a command, require success, return stdout.
-fn check(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// One test's world: a temp dir and a store root inside it.
-struct Env {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Env {
-    /// A fresh env with the busybox base image built and tagged `busybox`.
-    fn new() -> Self {
-        Self::with_epoch(None)
-    }
-
-    /// Like [`Env::new`], building the base with `SOURCE_DATE_EPOCH` when given.
-    fn with_epoch(epoch: Option<&str>) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pybuild-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let root = dir.path().join("store");
-        let env = Env { dir, root };
-        let ctx = env.path("busybox-ctx");
-        fs::create_dir_all(&ctx).unwrap();
-        tool("busybox");
-        check(
-            Command::new("bash")
-                .arg(Path::new(FIXTURE).join("make-rootfs.sh"))
-                .arg(ctx.join("rootfs")),
-        );
-        fs::copy(
-            Path::new(FIXTURE).join("Dockerfile"),
-            ctx.join("Dockerfile"),
-        )
-        .unwrap();
-        let mut cmd = env.pybuild();
-        if let Some(epoch) = epoch {
-            cmd.env("SOURCE_DATE_EPOCH", epoch);
-        }
-        let out = cmd
-            .args(["build", "-t", "busybox"])
-            .arg(&ctx)
-            .output()
-            .unwrap();
-        assert_success(&out, "building the busybox base");
-        env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `pybuild --root ROOT` with a clean environment.
-    fn pybuild(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-        for var in [
-            "PYBUILD_DEBUG",
-            "PYBUILD_CONFIG",
-            "PYBUILD_ROOT",
-            "SOURCE_DATE_EPOCH",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("--root").arg(&self.root).stdin(Stdio::null());
-        cmd
-    }
-
-    /// A context dir `name` with a Dockerfile and files (`path -> content`).
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let ctx = self.path(name);
-        fs::create_dir_all(&ctx).unwrap();
-        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (rel, content) in files {
-            let p = ctx.join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, content).unwrap();
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        ctx
-    }
-
-    /// `pybuild build --progress=plain -t TAG CTX EXTRA...`.
-    fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
-        self.pybuild()
-            .args(["build", "--progress=plain", "-t", tag])
-            .args(extra)
-            .arg(ctx)
-            .output()
-            .unwrap()
-    }
-
-    /// Build and require success.
-    fn build_ok(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
-        let out = self.build(ctx, tag, extra);
-        assert_success(&out, &format!("building {tag}"));
-        out
-    }
-
-    /// The image `tag` unpacked by umoci; returns its rootfs.
-    fn unpack(&self, tag: &str) -> PathBuf {
-        let bundle = self.path(&format!("bundle-{tag}"));
-        let _ = fs::remove_dir_all(&bundle);
-        check(
-            tool("umoci")
-                .args(["unpack", "--image"])
-                .arg(format!("{}:{tag}:latest", self.root.display()))
-                .arg(&bundle),
-        );
-        bundle.join("rootfs")
-    }
-
-    /// The image config blob, as skopeo reads it (`--raw`: the parsed form drops
-    /// Docker's fields that OCI lacks, such as Healthcheck, OnBuild and Shell).
-    fn config(&self, tag: &str) -> Value {
-        let out = check(
-            tool("skopeo")
-                .args(["inspect", "--raw", "--config"])
-                .arg(self.oci_ref(tag)),
-        );
-        serde_json::from_slice(&out).expect("config JSON")
-    }
-
-    /// The raw manifest bytes, as skopeo reads them.
-    fn manifest_raw(&self, tag: &str) -> Vec<u8> {
-        check(
-            tool("skopeo")
-                .args(["inspect", "--raw"])
-                .arg(self.oci_ref(tag)),
-        )
-    }
-
-    fn oci_ref(&self, tag: &str) -> String {
-        format!("oci:{}:{tag}:latest", self.root.display())
-    }
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// A failed build: exit status 1; returns stderr.
-fn assert_fails(out: &Output) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1; stdout: {}\nstderr: {stderr}",
-        text(&out.stdout)
-    );
-    stderr
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .mode()
-        & 0o7777
-}
-
-fn owner(path: &Path) -> (u32, u32) {
-    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (m.uid(), m.gid())
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn link(path: &Path) -> PathBuf {
-    fs::read_link(path).unwrap_or_else(|e| panic!("{} is not a symlink: {e}", path.display()))
-}
-
-/// Names in a directory, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// The plain-progress steps of a build: `(name, cached)` in order, where the name is
-/// the text after `#N ` (`[stage-0 2/3] COPY a /a`).
-fn steps(stderr: &str) -> Vec<(String, bool)> {
-    let mut order = Vec::new();
-    let mut by_id: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        if what.starts_with('[') {
-            order.push(id.to_owned());
-            by_id.insert(id.to_owned(), (what.to_owned(), false));
-        } else if what == "CACHED" {
-            if let Some(step) = by_id.get_mut(id) {
-                step.1 = true;
-            }
-        }
-    }
-    order.into_iter().map(|id| by_id[&id].clone()).collect()
-}
-
 /// The COPY/ADD steps of a build with whether they were cached.
 fn copy_steps(stderr: &str) -> Vec<(String, bool)> {
-    steps(stderr)
+    plain_steps(stderr)
         .into_iter()
-        .filter(|(name, _)| name.contains("] COPY") || name.contains("] ADD"))
-        .map(|(name, cached)| (name.split_once("] ").unwrap().1.to_owned(), cached))
+        .filter(|step| step.name.contains("] COPY") || step.name.contains("] ADD"))
+        .map(|step| (step.instruction().to_owned(), step.cached))
         .collect()
 }
 
@@ -278,7 +41,7 @@ fn copy_steps(stderr: &str) -> Vec<(String, bool)> {
 /// (1) The busybox base image is the fixture's rootfs.
 #[test]
 fn busybox_base_matches_fixture() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let rootfs = env.unpack("busybox");
     let fixture = env.path("busybox-ctx/rootfs");
 
@@ -322,7 +85,7 @@ fn busybox_base_matches_fixture() {
 /// --from, heredocs and a destination under a symlinked directory.
 #[test]
 fn copy_destination_rules() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let dockerfile = "\
 FROM busybox AS first
 COPY a.txt /first.txt
@@ -414,7 +177,7 @@ COPY a.txt /lib/f
 /// (2b) COPY errors: exit 1 and the Dockerfile line in the message.
 #[test]
 fn copy_errors_name_the_line() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let files = [("a.txt", "A\n"), ("b.txt", "B\n")];
 
     // Several sources need a directory destination ending in `/`.
@@ -451,7 +214,7 @@ fn copy_errors_name_the_line() {
 /// (2c) --chown and --chmod.
 #[test]
 fn copy_chown_chmod() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let dockerfile = "\
 FROM busybox
 COPY --chown=app:staff a.txt /c1
@@ -478,7 +241,7 @@ COPY a.txt /plain
 /// (3) ADD: a local tar.gz is extracted; a plain file is copied.
 #[test]
 fn add_extracts_local_archives() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox\nADD pkg.tar.gz /opt/\nADD plain.txt /opt/plain.txt\n\
@@ -528,7 +291,7 @@ fn add_extracts_local_archives() {
 /// zstd tars are extracted; a compressed file that is not a tar is copied as it is.
 #[test]
 fn add_detects_every_archive_format_by_content() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox
@@ -581,7 +344,7 @@ ADD misleading.tar.gz /misleading/
 /// (4) Metadata instructions land in the config; history matches the layers.
 #[test]
 fn config_instructions() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let dockerfile = r#"FROM busybox
 ENV A=1 B="two words"
 ENV C $A-x
@@ -718,7 +481,7 @@ ONBUILD COPY . /x
 /// (5) The build cache: rebuilds, touched files, changed files, --no-cache.
 #[test]
 fn build_cache() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let dockerfile = "\
 FROM busybox
 COPY a.txt /a.txt
@@ -727,7 +490,7 @@ COPY b.txt /b.txt
 COPY . /all/
 ";
     let ctx = env.context("ctx", dockerfile, &[("a.txt", "A\n"), ("b.txt", "B\n")]);
-    let quiet = |env: &Env| {
+    let quiet = |env: &BusyboxEnv| {
         let out = env
             .pybuild()
             .args(["build", "-q", "-t", "app"])
@@ -809,7 +572,7 @@ COPY . /all/
 #[test]
 fn reproducible_with_source_date_epoch() {
     const EPOCH: &str = "1700000000";
-    let build = |env: &Env, ctx: &Path| -> (String, Vec<u8>) {
+    let build = |env: &BusyboxEnv, ctx: &Path| -> (String, Vec<u8>) {
         let meta = env.path("meta.json");
         let out = env
             .pybuild()
@@ -824,7 +587,7 @@ fn reproducible_with_source_date_epoch() {
         let digest = meta["containerimage.digest"].as_str().unwrap().to_owned();
         (digest, env.manifest_raw("app"))
     };
-    let a = Env::with_epoch(Some(EPOCH));
+    let a = BusyboxEnv::builder(PYBUILD).epoch(EPOCH).build();
     let ctx_a = a.context(
         "ctx",
         "FROM busybox\nCOPY . /src/\nWORKDIR /srv\nCOPY a.txt /srv/\nCMD [\"/src/run\"]\n",
@@ -834,7 +597,7 @@ fn reproducible_with_source_date_epoch() {
     let (digest_a, raw_a) = build(&a, &ctx_a);
 
     std::thread::sleep(Duration::from_secs(1));
-    let b = Env::with_epoch(Some(EPOCH));
+    let b = BusyboxEnv::builder(PYBUILD).epoch(EPOCH).build();
     let ctx_b = b.path("elsewhere/ctx-copy");
     fs::create_dir_all(ctx_b.parent().unwrap()).unwrap();
     // `cp -r` (not -a): new mtimes.
@@ -868,7 +631,7 @@ fn reproducible_with_source_date_epoch() {
 /// (7) Every export type, checked by skopeo / tar / the file system.
 #[test]
 fn outputs() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox\nCOPY a.txt /a.txt\n",
@@ -979,7 +742,7 @@ fn outputs() {
 /// the Dockerfile line.
 #[test]
 fn from_missing_image() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "# base\nFROM 127.0.0.1:9/nosuch/image:1.0\nCOPY a /a\n",
@@ -1004,7 +767,7 @@ fn from_missing_image() {
 /// the next build completes.
 #[test]
 fn interrupted_build_leaves_no_partial_tag() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox\nCOPY big.bin /big.bin\nCOPY a /a\n",
@@ -1076,36 +839,11 @@ fn interrupted_build_leaves_no_partial_tag() {
     );
 }
 
-/// podman with this machine's constraints (see ../shared/notes/machine-facts.md): runc
-/// (crun fails on hybrid cgroups), cgroupfs, host networking, lowered ulimits, and its
-/// own storage under the test's temp dir so the machine's images are never touched.
-fn podman(env: &Env) -> Command {
-    let conf = env.path("containers.conf");
-    if !conf.exists() {
-        fs::write(
-            &conf,
-            "[containers]\nnetns = \"host\"\n\
-             default_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
-             events_logger = \"file\"\n",
-        )
-        .unwrap();
-    }
-    let mut cmd = tool("podman");
-    cmd.env("CONTAINERS_CONF", &conf)
-        .arg("--root")
-        .arg(env.path("podman/root"))
-        .arg("--runroot")
-        .arg(env.path("podman/run"))
-        .args(["--storage-driver", "vfs"]);
-    cmd
-}
-
 /// The docker-archive export is what `podman load` reads, and the image then runs under
 /// an OCI runtime (runc): ENV, WORKDIR, USER and the copied files are all in effect.
 #[test]
 fn docker_archive_loads_and_runs_under_podman() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox\nWORKDIR /srv\nCOPY --chown=app:app hello.txt .\nENV GREETING=hi\nUSER app\n\
@@ -1124,10 +862,12 @@ fn docker_archive_loads_and_runs_under_podman() {
     assert_success(&out, "build with a docker archive output");
     let image_id = text(&out.stdout).trim().to_owned();
 
-    let loaded = text(&check(podman(&env).arg("load").arg("-i").arg(&archive)));
+    let loaded = text(&check(
+        podman(env.dir()).arg("load").arg("-i").arg(&archive),
+    ));
     assert!(loaded.contains("podman-app:latest"), "{loaded}");
     // podman's image ID is the config digest, the same image ID pybuild printed.
-    let id = text(&check(podman(&env).args([
+    let id = text(&check(podman(env.dir()).args([
         "image",
         "inspect",
         "--format",
@@ -1136,7 +876,7 @@ fn docker_archive_loads_and_runs_under_podman() {
     ])));
     assert_eq!(format!("sha256:{}", id.trim()), image_id);
 
-    let ran = text(&check(podman(&env).args([
+    let ran = text(&check(podman(env.dir()).args([
         "run",
         "--rm",
         "podman-app:latest",
@@ -1144,55 +884,12 @@ fn docker_archive_loads_and_runs_under_podman() {
     assert_eq!(ran.trim(), "hi 1000 /srv from-pybuild");
 }
 
-/// A static file server on 127.0.0.1 (Python's http.server), stopped on drop.
-struct FileServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = tool("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        FileServer { child, port }
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// ADD of an http URL (a server on 127.0.0.1): the file is named after the URL path,
 /// gets mode 0600 and the Last-Modified time as mtime (BuildKit's HTTP source), is
 /// never unpacked, and `--checksum` is verified.
 #[test]
 fn add_downloads_urls_with_checksums() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let srv = env.path("srv");
     fs::create_dir_all(&srv).unwrap();
     fs::write(srv.join("file.txt"), "remote content\n").unwrap();
@@ -1211,7 +908,7 @@ fn add_downloads_urls_with_checksums() {
             .arg(srv.join("file.txt")),
     );
     let server = FileServer::start(&srv);
-    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.port);
+    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.port());
     let sum = "sha256:c18243bcea0987f0dabe57a6714acda33fe58db2d6096c58a8b5be13ed378588";
     let dockerfile = format!(
         "FROM busybox\nADD {} /dl/\nADD --checksum={sum} {} /dl/checked.txt\nADD {} /dl/\n",
@@ -1249,7 +946,7 @@ fn add_downloads_urls_with_checksums() {
 /// `--oci-mediatypes=false` writes a Docker schema 2 manifest; both images unpack.
 #[test]
 fn compression_and_media_types() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let ctx = env.context(
         "ctx",
         "FROM busybox\nCOPY a.txt /a.txt\n",
@@ -1267,7 +964,7 @@ fn compression_and_media_types() {
         last["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
-    let blob = env.root.join("blobs/sha256").join(
+    let blob = env.root().join("blobs/sha256").join(
         last["digest"]
             .as_str()
             .unwrap()
@@ -1339,7 +1036,7 @@ fn compression_and_media_types() {
 /// replaced by the tag's image.
 #[test]
 fn from_a_pinned_digest() {
-    let env = Env::new();
+    let env = BusyboxEnv::new(PYBUILD);
     let digest = format!("sha256:{}", sha256_hex(&env.manifest_raw("busybox")));
     let ctx = env.context(
         "ctx",
@@ -1365,21 +1062,4 @@ fn from_a_pinned_digest() {
         &[("a", "a\n")],
     );
     assert_fails(&env.build(&ctx, "pinned2", &[]));
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = tool("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }

@@ -2,9 +2,10 @@
 //! shorthand, error output and exit codes), driving the real binary.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+
+use pybuild_testsupport::cmd::{self, assert_exit, run, run_with_stdin, stderr, stdout};
 
 /// A Dockerfile the parser rejects today: a second `escape` directive.
 const BAD_ESCAPE: &str = "# escape=`\n# escape=\\\nFROM a\n";
@@ -46,56 +47,13 @@ impl Drop for TempDir {
 }
 
 fn pybuild() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-    for var in ["PYBUILD_DEBUG", "PYBUILD_CONFIG"] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
     // Never the machine's own store: one per test process (a test may override it).
     cmd.env(
         "PYBUILD_ROOT",
         std::env::temp_dir().join(format!("pybuild-cli-root-{}", std::process::id())),
     );
-    cmd.stdin(Stdio::null());
     cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pybuild")
-}
-
-fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pybuild");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for pybuild")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
 }
 
 #[test]
@@ -203,7 +161,7 @@ fn dockerfile_from_stdin_with_f_dash() {
     let dir = TempDir::new("f-stdin");
     let out = run_with_stdin(
         pybuild().args(["build", "-f", "-"]).arg(dir.path()),
-        BAD_ESCAPE,
+        BAD_ESCAPE.as_bytes(),
     );
     assert_exit(&out, 1);
     assert!(
@@ -217,7 +175,7 @@ fn dockerfile_from_stdin_with_f_dash() {
             .args(["build", "-f", "-"])
             .arg(dir.path())
             .env("PYBUILD_DEBUG", "1"),
-        GOOD,
+        GOOD.as_bytes(),
     );
     assert_exit(&out, 1);
     let err = stderr(&out);
@@ -228,7 +186,7 @@ fn dockerfile_from_stdin_with_f_dash() {
 
 #[test]
 fn context_dash_reads_the_dockerfile_from_stdin() {
-    let out = run_with_stdin(pybuild().args(["-t", "x", "-"]), BAD_ESCAPE);
+    let out = run_with_stdin(pybuild().args(["-t", "x", "-"]), BAD_ESCAPE.as_bytes());
     assert_exit(&out, 1);
     assert!(
         stderr(&out).contains("-:2:1: error: only one escape"),
@@ -236,7 +194,7 @@ fn context_dash_reads_the_dockerfile_from_stdin() {
         stderr(&out)
     );
     // Both from stdin cannot work: a usage error.
-    let out = run_with_stdin(pybuild().args(["-f", "-", "-"]), GOOD);
+    let out = run_with_stdin(pybuild().args(["-f", "-", "-"]), GOOD.as_bytes());
     assert_exit(&out, 2);
 }
 

@@ -7,9 +7,10 @@
 #![allow(clippy::print_stdout)]
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use pybuild_testsupport::cmd::{self, run_with_stdin};
 
 /// How many vectors BuildKit ships; a different count means the data or the walk
 /// changed, and the test must say so rather than pass on fewer cases.
@@ -17,35 +18,19 @@ const POSITIVE_CASES: usize = 33;
 const NEGATIVE_CASES: usize = 4;
 
 fn pybuild() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-    cmd.env_remove("PYBUILD_DEBUG");
-    cmd
+    cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"))
 }
 
 fn dump(file: &Path) -> Output {
     pybuild()
         .args(["debug", "dump"])
         .arg(file)
-        .stdin(Stdio::null())
         .output()
         .expect("run pybuild")
 }
 
 fn dump_stdin(text: &[u8]) -> Output {
-    let mut child = pybuild()
-        .args(["debug", "dump", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pybuild");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for pybuild")
+    run_with_stdin(pybuild().args(["debug", "dump", "-"]), text)
 }
 
 /// The case folders (those holding a `Dockerfile`) under `dir`, sorted.

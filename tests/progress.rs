@@ -7,9 +7,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use pybuild_testsupport::cmd::{self, assert_exit, assert_success, require_tool, text, tool};
 use serde_json::Value;
 
 const SCHEMA: &str = concat!(
@@ -63,36 +64,21 @@ impl Env {
 }
 
 fn pybuild() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-    for var in ["PYBUILD_DEBUG", "PYBUILD_CONFIG", "PYBUILD_ROOT"] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
+    cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"))
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
+/// Requires success; returns (stdout, stderr).
+#[track_caller]
 fn succeeded(out: &Output) -> (String, String) {
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "pybuild failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    (stdout, stderr)
+    assert_success(out, "pybuild");
+    (cmd::stdout(out), cmd::stderr(out))
 }
 
+/// Requires pybuild's failure, exit status 1; returns (stdout, stderr).
+#[track_caller]
 fn failed(out: &Output) -> (String, String) {
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "pybuild should have failed with 1:\nstdout: {stdout}\nstderr: {stderr}"
-    );
-    (stdout, stderr)
+    assert_exit(out, 1);
+    (cmd::stdout(out), cmd::stderr(out))
 }
 
 fn is_digest(s: &str) -> bool {
@@ -382,22 +368,15 @@ struct Tmux {
 
 impl Tmux {
     fn new(name: &str) -> Self {
-        let found = std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join("tmux").is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "`tmux` is not installed but this test needs it (apt-get install tmux)"
-        );
+        require_tool("tmux");
         Tmux {
             socket: format!("pybuild-{name}-{}", std::process::id()),
         }
     }
 
     fn cmd(&self) -> Command {
-        let mut cmd = Command::new("tmux");
+        let mut cmd = tool("tmux");
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]);
-        cmd.stdin(Stdio::null());
         cmd
     }
 

@@ -18,152 +18,33 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pybuild_testsupport::cmd::{self, assert_success, check_text, podman, text, tool_hinted};
+use pybuild_testsupport::fsx::sha256_hex;
 use pybuild_testsupport::http;
+use pybuild_testsupport::net::{FileServer, free_port};
+use pybuild_testsupport::progress::plain_steps;
 use pybuild_testsupport::registry::{Registry, RegistryAuth};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
 const INSTALL_HINT: &str = "apt-get install podman runc skopeo umoci docker-registry mmdebstrap";
 
-/// A command for an external tool; fails the test clearly when it is not installed.
+/// A command for an external tool; the message for a missing one names every package
+/// this test needs, so that one install fixes it.
 fn tool(name: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed but the Python app end-to-end test needs it ({INSTALL_HINT})"
-    );
-    let mut cmd = Command::new(name);
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// Run a command, require success, return stdout.
-fn check(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert_success(&out, &format!("{cmd:?}"));
-    text(&out.stdout)
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A child process killed (and reaped) on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Serves `dir` on a free loopback port with `python3 -m http.server`; returns the
-/// server and its port once it answers.
-fn serve_dir(dir: &Path, log: &Path) -> (KillOnDrop, u16) {
-    for _ in 0..3 {
-        let port = free_port();
-        let log = fs::File::create(log).expect("create the http.server log");
-        let child = tool("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start python3 -m http.server");
-        let mut server = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(http::get(&format!("127.0.0.1:{port}"), "/", &[]), Ok(r) if r.status == 200)
-            {
-                return (server, port);
-            }
-            if server.0.try_wait().unwrap().is_some() {
-                break; // the port was taken in between: try another
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("python3 -m http.server did not start serving the wheelhouse");
-}
-
-/// The sha256 of `bytes`, hex (with `sha256sum`, an independent implementation).
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = tool("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_owned()
+    tool_hinted(name, INSTALL_HINT)
 }
 
 /// The status each step ended with in a `--progress=plain` log, by instruction text
 /// (`"RUN pip install ..."` -> `"CACHED"` or `"DONE"`).
 fn step_statuses(stderr: &str) -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
-    let mut statuses = BTreeMap::new();
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((num, tail)) = rest.split_once(' ') else {
-            continue;
-        };
-        if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Some(step) = tail.strip_prefix('[') {
-            // `[stage-0 4/5] RUN pip install ...`
-            if let Some((_, instruction)) = step.split_once("] ") {
-                names.insert(num.to_owned(), instruction.to_owned());
-            }
-        } else if tail == "CACHED" || tail.starts_with("DONE ") || tail.starts_with("ERROR") {
-            let status = tail.split(' ').next().unwrap().to_owned();
-            statuses.insert(num.to_owned(), status);
-        }
-    }
-    names
+    plain_steps(stderr)
         .into_iter()
-        .filter_map(|(num, name)| statuses.get(&num).map(|s| (name, s.clone())))
+        .filter_map(|step| Some((step.instruction().to_owned(), step.status?)))
         .collect()
 }
 
@@ -171,7 +52,7 @@ fn step_statuses(stderr: &str) -> BTreeMap<String, String> {
 struct World {
     dir: tempfile::TempDir,
     registry: Registry,
-    _wheelhouse: KillOnDrop,
+    _wheelhouse: FileServer,
 }
 
 impl World {
@@ -181,20 +62,11 @@ impl World {
 
     /// `pybuild --root ROOT` with a clean environment.
     fn pybuild(&self, root: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-        for var in [
-            "PYBUILD_DEBUG",
-            "PYBUILD_CONFIG",
-            "PYBUILD_ROOT",
-            "SOURCE_DATE_EPOCH",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
         // No credentials or registry settings from the machine.
         cmd.env("DOCKER_CONFIG", self.path("docker-config"))
             .arg("--root")
-            .arg(self.path(root))
-            .stdin(Stdio::null());
+            .arg(self.path(root));
         cmd
     }
 
@@ -213,28 +85,9 @@ impl World {
         text(&out.stderr)
     }
 
-    /// podman with this machine's constraints (see ../shared/notes/machine-facts.md):
-    /// runc, cgroupfs, host networking, lowered ulimits, storage in the temp dir.
+    /// podman with its configuration and storage in the temp dir.
     fn podman(&self) -> Command {
-        let conf = self.path("containers.conf");
-        if !conf.exists() {
-            fs::write(
-                &conf,
-                "[containers]\nnetns = \"host\"\n\
-                 default_ulimits = [\"nofile=20000:20000\", \"nproc=4096:4096\"]\n\
-                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
-                 events_logger = \"file\"\n",
-            )
-            .unwrap();
-        }
-        let mut cmd = tool("podman");
-        cmd.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(self.path("podman/root"))
-            .arg("--runroot")
-            .arg(self.path("podman/run"))
-            .args(["--storage-driver", "vfs"]);
-        cmd
+        podman(self.dir.path())
     }
 }
 
@@ -252,13 +105,14 @@ fn setup() -> World {
     let fixtures = Path::new(FIXTURES);
 
     let wheels = dir.path().join("wheelhouse");
-    check(
+    check_text(
         tool("bash")
             .arg(fixtures.join("wheelhouse/make-wheelhouse.sh"))
             .arg(fixtures.join("python-app/requirements.txt"))
             .arg(&wheels),
     );
-    let (wheelhouse, port) = serve_dir(&wheels, &dir.path().join("http.log"));
+    let wheelhouse = FileServer::start_logged(&wheels, &dir.path().join("http.log"));
+    let port = wheelhouse.port();
 
     let base = dir.path().join("python-base");
     fs::create_dir_all(&base).unwrap();
@@ -356,7 +210,7 @@ fn python_app_builds_pushes_runs_and_caches() {
     );
     let user_root = world.path("user");
     let local_ref = format!("oci:{}:my-python-app:latest", user_root.display());
-    let local_manifest = check(tool("skopeo").args(["inspect", "--raw", &local_ref]));
+    let local_manifest = check_text(tool("skopeo").args(["inspect", "--raw", &local_ref]));
     let local_digest = format!("sha256:{}", sha256_hex(local_manifest.as_bytes()));
 
     // --- Push, and read it back with skopeo. ---
@@ -368,7 +222,7 @@ fn python_app_builds_pushes_runs_and_caches() {
         .unwrap();
     assert_success(&out, "pybuild push");
     assert_eq!(text(&out.stdout).trim(), local_digest, "pushed digest");
-    let inspected: serde_json::Value = serde_json::from_str(&check(tool("skopeo").args([
+    let inspected: serde_json::Value = serde_json::from_str(&check_text(tool("skopeo").args([
         "inspect",
         "--tls-verify=false",
         &format!("docker://{remote}"),
@@ -376,29 +230,32 @@ fn python_app_builds_pushes_runs_and_caches() {
     .unwrap();
     assert_eq!(inspected["Digest"], local_digest.as_str());
     let copied = world.path("copied");
-    check(tool("skopeo").args([
+    check_text(tool("skopeo").args([
         "copy",
         "--src-tls-verify=false",
         &format!("docker://{remote}"),
         &format!("oci:{}:x", copied.display()),
     ]));
-    let copied_manifest =
-        check(tool("skopeo").args(["inspect", "--raw", &format!("oci:{}:x", copied.display())]));
+    let copied_manifest = check_text(tool("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:x", copied.display()),
+    ]));
     assert_eq!(copied_manifest, local_manifest, "the manifest round-trips");
 
     // --- Run it under podman + runc; it answers over HTTP on loopback. ---
     let archive = world.path("app.tar");
-    check(
+    check_text(
         world
             .pybuild("user")
             .args(["save", "my-python-app", "-o"])
             .arg(&archive),
     );
-    let loaded = check(world.podman().arg("load").arg("-i").arg(&archive));
+    let loaded = check_text(world.podman().arg("load").arg("-i").arg(&archive));
     assert!(loaded.contains("my-python-app"), "{loaded}");
     let port = free_port();
     let container = format!("pybuild-python-app-{port}");
-    check(world.podman().args([
+    check_text(world.podman().args([
         "run",
         "-d",
         "--name",
@@ -426,12 +283,12 @@ fn python_app_builds_pushes_runs_and_caches() {
         }
     };
     assert_eq!(answer, "Hello, World!");
-    let left = check(world.podman().args(["ps", "-a", "-q"]));
+    let left = check_text(world.podman().args(["ps", "-a", "-q"]));
     assert_eq!(left.trim(), "", "the container was removed");
 
     // --- A second runtime path: umoci unpacks the image straight from the store. ---
     let bundle = world.path("bundle");
-    check(
+    check_text(
         tool("umoci")
             .arg("unpack")
             .arg("--image")
@@ -534,7 +391,7 @@ fn python_app_builds_pushes_runs_and_caches() {
     );
     // Bytes of the layers above the base's, as stored (compressed).
     let layers_of = |tag: &str| -> Vec<u64> {
-        let m: serde_json::Value = serde_json::from_str(&check(tool("skopeo").args([
+        let m: serde_json::Value = serde_json::from_str(&check_text(tool("skopeo").args([
             "inspect",
             "--raw",
             &format!("oci:{}:{tag}", user_root.display()),

@@ -6,11 +6,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use pybuild_testsupport::cmd::{self, all_output, run_ok, run_with_stdin};
 use pybuild_testsupport::registry::{Registry, RegistryAuth};
+use pybuild_testsupport::world::write_busybox_context;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
 const USER: &str = "ci-user";
 const PASSWORD: &str = "s3cret-Pa55word-xyzzy";
 
@@ -34,14 +35,10 @@ impl World {
 
     /// pybuild with a store `root` under the temp dir and docker's config there too.
     fn pybuild(&self, root: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-        for var in ["PYBUILD_DEBUG", "PYBUILD_CONFIG", "PYBUILD_ROOT"] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
         cmd.env("DOCKER_CONFIG", self.path("docker-config"))
             .arg("--root")
-            .arg(self.path(root))
-            .stdin(Stdio::null());
+            .arg(self.path(root));
         cmd
     }
 
@@ -49,17 +46,7 @@ impl World {
     fn build_app(&self, root: &str) {
         let ctx = self.path("busybox-ctx");
         if !ctx.exists() {
-            fs::create_dir_all(&ctx).unwrap();
-            run_ok(
-                Command::new("bash")
-                    .arg(Path::new(FIXTURE).join("make-rootfs.sh"))
-                    .arg(ctx.join("rootfs")),
-            );
-            fs::copy(
-                Path::new(FIXTURE).join("Dockerfile"),
-                ctx.join("Dockerfile"),
-            )
-            .unwrap();
+            write_busybox_context(&ctx);
             let app = self.path("app-ctx");
             fs::create_dir_all(&app).unwrap();
             fs::write(app.join("Dockerfile"), "FROM busybox\nCOPY hello /hello\n").unwrap();
@@ -78,42 +65,13 @@ impl World {
     }
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn all_output(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn login(world: &World, host: &str, password: &str) -> Output {
-    let mut child = world
-        .pybuild("store")
-        .args(["login", "-u", USER, "--password-stdin", host])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(
+        world
+            .pybuild("store")
+            .args(["login", "-u", USER, "--password-stdin", host]),
+        format!("{password}\n").as_bytes(),
+    )
 }
 
 /// Every file under `dir`, read as bytes, must not contain `needle`.

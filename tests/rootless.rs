@@ -13,42 +13,17 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
+use pybuild_testsupport::cmd::{assert_success, check_text, require_tool, run};
+use pybuild_testsupport::fsx::owner;
+use pybuild_testsupport::world::write_busybox_context;
+
 const USER: &str = "pybuild-rootless-test";
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
 
 /// Serializes the user setup (useradd and the subid files are not safe to race).
 static SETUP: Mutex<bool> = Mutex::new(false);
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null());
-    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
-}
-
-fn check(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not installed but the rootless tests need it \
-         (apt-get install uidmap umoci busybox-static passwd util-linux)"
-    );
-}
 
 /// Creates the test user (once) with subordinate id ranges; returns its uid.
 fn ensure_user() -> u32 {
@@ -61,11 +36,11 @@ fn ensure_user() -> u32 {
         "umoci",
         "busybox",
     ] {
-        need(tool);
+        require_tool(tool);
     }
     if !*done {
         if !run(Command::new("id").arg(USER)).status.success() {
-            check(Command::new("useradd").args(["-m", USER]));
+            check_text(Command::new("useradd").args(["-m", USER]));
         }
         for file in ["/etc/subuid", "/etc/subgid"] {
             let text = fs::read_to_string(file).unwrap_or_default();
@@ -80,7 +55,7 @@ fn ensure_user() -> u32 {
         }
         *done = true;
     }
-    check(Command::new("id").args(["-u", USER]))
+    check_text(Command::new("id").args(["-u", USER]))
         .trim()
         .parse()
         .unwrap()
@@ -105,14 +80,7 @@ impl Env {
             fs::copy(env!("CARGO_BIN_EXE_pybuild"), &bin).unwrap();
         }
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-        let ctx = env.path("busybox-ctx");
-        fs::create_dir(&ctx).unwrap();
-        check(
-            Command::new("bash")
-                .arg(format!("{FIXTURE}/make-rootfs.sh"))
-                .arg(ctx.join("rootfs")),
-        );
-        fs::copy(format!("{FIXTURE}/Dockerfile"), ctx.join("Dockerfile")).unwrap();
+        write_busybox_context(&env.path("busybox-ctx"));
         env.give_to_user(env.dir.path());
         env
     }
@@ -121,7 +89,7 @@ impl Env {
     /// not matter: COPY gives context files 0:0 unless --chown.) Never on a store:
     /// its files belong to subordinate ids.
     fn give_to_user(&self, path: &Path) {
-        check(
+        check_text(
             Command::new("chown")
                 .arg("-R")
                 .arg(format!("{USER}:"))
@@ -160,27 +128,11 @@ impl Env {
     }
 }
 
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const FULL_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-
-fn owner(path: &Path) -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (m.uid(), m.gid())
-}
 
 #[test]
 fn rootless_build_with_run_keeps_owners() {
-    let me = check(Command::new("id").arg("-u"));
+    let me = check_text(Command::new("id").arg("-u"));
     assert_eq!(
         me.trim(),
         "0",
@@ -192,7 +144,7 @@ fn rootless_build_with_run_keeps_owners() {
         FULL_PATH,
         &["build", "--progress=plain", "-t", "busybox", "busybox-ctx"],
     );
-    assert_ok(&out, "rootless build of the busybox base");
+    assert_success(&out, "rootless build of the busybox base");
     env.write(
         "app/Dockerfile",
         "FROM busybox\n\
@@ -204,7 +156,7 @@ fn rootless_build_with_run_keeps_owners() {
         FULL_PATH,
         &["build", "--progress=plain", "-t", "app", "app"],
     );
-    assert_ok(&out, "rootless build with RUN");
+    assert_success(&out, "rootless build with RUN");
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -228,7 +180,7 @@ fn rootless_build_with_run_keeps_owners() {
         "store not under XDG_DATA_HOME"
     );
     let bundle = env.path("bundle");
-    check(
+    check_text(
         Command::new("umoci")
             .args(["unpack", "--image"])
             .arg(format!("{}:app:latest", store.display()))
@@ -247,12 +199,12 @@ fn rootless_build_with_run_keeps_owners() {
     // uid 1000 cannot be unpacked, and says why and how to fix it.
     let archive = env.path("busybox.tar");
     let archive_arg = archive.display().to_string();
-    assert_ok(
+    assert_success(
         &env.pybuild("data", FULL_PATH, &["save", "-o", &archive_arg, "busybox"]),
         "save",
     );
     let no_helpers = "/nonexistent";
-    assert_ok(
+    assert_success(
         &env.pybuild("single", no_helpers, &["load", "-i", &archive_arg]),
         "load into the single-id store",
     );

@@ -8,263 +8,34 @@
 //! fails the test with a message saying so, it never skips. RUN needs namespaces and
 //! the fixture chowns files, so the tests run as root (as CI does).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use pybuild_testsupport::cmd::{assert_success, check, text, tool};
+use pybuild_testsupport::fsx::{meta, names, read, sha256_hex};
+use pybuild_testsupport::progress::plain_steps;
+use pybuild_testsupport::world::BusyboxEnv;
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
-
-/// A command for an external tool; fails the test clearly when it is not installed.
-fn tool(name: &str) -> Command {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed but these tests need it \
-         (apt-get install skopeo umoci busybox-static tar gzip coreutils procps)"
-    );
-    let mut cmd = Command::new(name);
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// Run a command, require success, return stdout.
-fn check(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn meta(path: &Path) -> fs::Metadata {
-    fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Names in a directory, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// One test's world: a temp dir and a store root inside it.
-struct Env {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Env {
-    /// A fresh env with the busybox base image built and tagged `busybox`. The base is
-    /// `FROM scratch` plus COPY of the fixture rootfs, which has no /etc/hosts,
-    /// /etc/resolv.conf or /etc/hostname.
-    fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pybuild-run-e2e-")
-            .tempdir()
-            .expect("temp dir");
-        let root = dir.path().join("store");
-        let env = Env { dir, root };
-        let ctx = env.path("busybox-ctx");
-        fs::create_dir_all(&ctx).unwrap();
-        tool("busybox");
-        check(
-            Command::new("bash")
-                .arg(Path::new(FIXTURE).join("make-rootfs.sh"))
-                .arg(ctx.join("rootfs")),
-        );
-        fs::copy(
-            Path::new(FIXTURE).join("Dockerfile"),
-            ctx.join("Dockerfile"),
-        )
-        .unwrap();
-        let out = env
-            .pybuild()
-            .args(["build", "-t", "busybox"])
-            .arg(&ctx)
-            .output()
-            .unwrap();
-        assert_success(&out, "building the busybox base");
-        env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    /// `pybuild --root ROOT` with a clean environment.
-    fn pybuild(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-        for var in [
-            "PYBUILD_DEBUG",
-            "PYBUILD_CONFIG",
-            "PYBUILD_ROOT",
-            "SOURCE_DATE_EPOCH",
-            "SSH_AUTH_SOCK",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.arg("--root").arg(&self.root).stdin(Stdio::null());
-        cmd
-    }
-
-    /// A context dir `name` with a Dockerfile and files (`path -> content`).
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-        let ctx = self.path(name);
-        fs::create_dir_all(&ctx).unwrap();
-        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (rel, content) in files {
-            let p = ctx.join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, content).unwrap();
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        ctx
-    }
-
-    /// `pybuild build --progress=plain -t TAG EXTRA... CTX`.
-    fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
-        self.pybuild()
-            .args(["build", "--progress=plain", "-t", tag])
-            .args(extra)
-            .arg(ctx)
-            .output()
-            .unwrap()
-    }
-
-    /// Build and require success.
-    fn build_ok(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {
-        let out = self.build(ctx, tag, extra);
-        assert_success(&out, &format!("building {tag}"));
-        out
-    }
-
-    /// The image `tag` unpacked by umoci; returns its rootfs.
-    fn unpack(&self, tag: &str) -> PathBuf {
-        let bundle = self.path(&format!("bundle-{tag}"));
-        let _ = fs::remove_dir_all(&bundle);
-        check(
-            tool("umoci")
-                .args(["unpack", "--image"])
-                .arg(format!("{}:{tag}:latest", self.root.display()))
-                .arg(&bundle),
-        );
-        bundle.join("rootfs")
-    }
-
-    fn blob(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-        self.root.join("blobs/sha256").join(hex)
-    }
-
-    /// The manifest of `tag`, read from the store's index.json and blobs directly.
-    fn manifest(&self, tag: &str) -> Option<Value> {
-        let index: Value =
-            serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap();
-        let name = format!("{tag}:latest");
-        let desc = index["manifests"].as_array()?.iter().find(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(&name)
-        })?;
-        let digest = desc["digest"].as_str().unwrap();
-        Some(serde_json::from_slice(&fs::read(self.blob(digest)).unwrap()).unwrap())
-    }
-
-    fn config(&self, tag: &str) -> Value {
-        let manifest = self.manifest(tag).unwrap_or_else(|| panic!("no tag {tag}"));
-        let digest = manifest["config"]["digest"].as_str().unwrap();
-        serde_json::from_slice(&fs::read(self.blob(digest)).unwrap()).unwrap()
-    }
-
-    /// The layer digests of `tag`, in order.
-    fn layers(&self, tag: &str) -> Vec<String> {
-        let manifest = self.manifest(tag).unwrap_or_else(|| panic!("no tag {tag}"));
-        manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// `tar -tzf` of a layer blob in the store: entry names without a leading `./`.
-    fn layer_listing(&self, digest: &str) -> Vec<String> {
-        let out = check(tool("tar").arg("-tzf").arg(self.blob(digest)));
-        text(&out)
-            .lines()
-            .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_owned())
-            .filter(|l| !l.is_empty() && l != ".")
-            .collect()
-    }
-
-    fn verify_store(&self) {
-        let out = self.pybuild().args(["store", "verify"]).output().unwrap();
-        assert_success(&out, "pybuild store verify");
-    }
-}
-
-/// The plain-progress steps of a build: `(name, cached)` in order, where the name is
-/// the text after `#N ` (`[stage-0 2/3] RUN true`).
-fn steps(stderr: &str) -> Vec<(String, bool)> {
-    let mut order = Vec::new();
-    let mut by_id: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some((id, what)) = rest.split_once(' ') else {
-            continue;
-        };
-        if what.starts_with('[') {
-            order.push(id.to_owned());
-            by_id.insert(id.to_owned(), (what.to_owned(), false));
-        } else if what == "CACHED" {
-            if let Some(step) = by_id.get_mut(id) {
-                step.1 = true;
-            }
-        }
-    }
-    order.into_iter().map(|id| by_id[&id].clone()).collect()
+/// A fresh world for the binary under test, with the busybox base built and tagged
+/// `busybox`.
+fn new_env() -> BusyboxEnv {
+    BusyboxEnv::builder(env!("CARGO_BIN_EXE_pybuild"))
+        .prefix("pybuild-run-e2e-")
+        .build()
 }
 
 /// The RUN steps of a build (`RUN ...` text) with whether they were cached.
 fn run_steps(stderr: &str) -> Vec<(String, bool)> {
-    steps(stderr)
+    plain_steps(stderr)
         .into_iter()
-        .filter(|(name, _)| name.contains("] RUN"))
-        .map(|(name, cached)| (name.split_once("] ").unwrap().1.to_owned(), cached))
+        .filter(|step| step.name.contains("] RUN"))
+        .map(|step| (step.instruction().to_owned(), step.cached))
         .collect()
 }
 
@@ -290,28 +61,13 @@ fn step_output(stderr: &str, step: &str) -> Vec<String> {
         .collect()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    let mut child = tool("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    text(&out.stdout).split(' ').next().unwrap().to_owned()
-}
-
 // ---------------------------------------------------------------------------------
 
 /// (1) What a RUN leaves in its layer, file by file after `umoci unpack`, and the
 /// whiteouts in the layer tar itself.
 #[test]
 fn layer_contents() {
-    let env = Env::new();
+    let env = new_env();
     let long = "l".repeat(120) + &"o".repeat(100); // 220 characters
     let unicode = "héllo-wörld-日本語-🦀.txt";
     let dockerfile = format!(
@@ -403,7 +159,7 @@ fn layer_contents() {
 /// heredocs, and what the sandbox looks like from inside.
 #[test]
 fn process_environment() {
-    let env = Env::new();
+    let env = new_env();
     let dockerfile = r#"FROM busybox
 ARG DECLARED=default
 ENV MYENV=envval
@@ -486,7 +242,7 @@ RUN pwd > /out/pwd
 /// tag; the store stays consistent.
 #[test]
 fn failing_run() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = env.context(
         "ctx",
         "FROM busybox\nRUN echo fine\nRUN echo oops && exit 3\nRUN echo never\n",
@@ -506,7 +262,7 @@ fn failing_run() {
     );
     assert!(!stderr.contains("never"), "a later step ran: {stderr}");
     assert!(
-        env.manifest("failed").is_none(),
+        env.store_manifest("failed").is_none(),
         "a failed build was tagged"
     );
     env.verify_store();
@@ -515,7 +271,7 @@ fn failing_run() {
 /// (4a) A cache mount persists across builds and never reaches the image.
 #[test]
 fn cache_mount_persists() {
-    let env = Env::new();
+    let env = new_env();
     let run = |extra: &str| {
         format!(
             "FROM busybox\n\
@@ -554,7 +310,7 @@ fn cache_mount_persists() {
 /// (4b) tmpfs and bind mounts (context read-only and rw, from= a stage).
 #[test]
 fn tmpfs_and_bind_mounts() {
-    let env = Env::new();
+    let env = new_env();
     let dockerfile = r#"FROM busybox AS builder
 RUN mkdir /art && echo built > /art/dir-file && echo single > /single
 FROM busybox
@@ -646,7 +402,7 @@ fn grep_tree(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 /// never stored; a missing required one fails clearly.
 #[test]
 fn secret_mounts() {
-    let env = Env::new();
+    let env = new_env();
     let file_secret = "file-SECRET-7f3a9c1e-value";
     let env_secret = "env-SECRET-b52d08e4-value";
     let secret_file = env.path("secret.txt");
@@ -702,26 +458,26 @@ RUN --mount=type=secret,id=absent echo optional > /out/optional
     assert!(!out2.status.success());
     assert!(stderr2.contains("Dockerfile:2"), "{stderr2}");
     assert!(stderr2.contains("\"needed\" is required"), "{stderr2}");
-    assert!(env.manifest("missing").is_none());
+    assert!(env.store_manifest("missing").is_none());
 
     // The values appear nowhere: not in any file of the store (blobs decompressed
     // too), not in pybuild's output.
     for secret in [file_secret, env_secret] {
-        let hits = grep_tree(&env.root, secret.as_bytes());
+        let hits = grep_tree(env.root(), secret.as_bytes());
         assert!(hits.is_empty(), "secret found in {hits:?}");
         for stream in [&out.stdout, &out.stderr, &out2.stdout, &out2.stderr] {
             assert!(!text(stream).contains(secret), "secret in the output");
         }
     }
     // The grep itself can see a value that is there.
-    assert!(!grep_tree(&env.root, b"optional\n").is_empty());
+    assert!(!grep_tree(env.root(), b"optional\n").is_empty());
     env.verify_store();
 }
 
 /// (4d) `--network=none`: only the loopback interface.
 #[test]
 fn network_none() {
-    let env = Env::new();
+    let env = new_env();
     let ctx = env.context(
         "ctx",
         "FROM busybox\nRUN --network=none cat /proc/net/dev > /netdev\n",
@@ -741,7 +497,7 @@ fn network_none() {
 /// that lacks them, while the step still sees them.
 #[test]
 fn no_stub_files_in_run_layers() {
-    let env = Env::new();
+    let env = new_env();
     let base = env.unpack("busybox");
     for f in ["hosts", "resolv.conf", "hostname"] {
         assert!(!base.join("etc").join(f).exists(), "base has /etc/{f}");
@@ -779,7 +535,7 @@ fn no_stub_files_in_run_layers() {
 /// → re-run; an empty RUN is an `empty_layer` history entry with no layer.
 #[test]
 fn run_cache() {
-    let env = Env::new();
+    let env = new_env();
     let dockerfile = |e: &str| {
         format!(
             "FROM busybox\nENV E={e}\nRUN echo \"$E\" > /e\nARG V=d\nRUN echo \"$V\" > /v\nRUN true\n"
@@ -818,7 +574,7 @@ fn run_cache() {
     assert_eq!(read(&r.join("e")), "2\n");
 
     // `RUN true`: no layer, history marks it empty.
-    let config = env.config("c");
+    let config = env.store_config("c");
     assert_eq!(env.layers("c").len(), 4);
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
     let history = config["history"].as_array().unwrap();
@@ -864,7 +620,7 @@ fn processes_running(argv: &[&str]) -> Vec<u32> {
 /// unmounts, and leaves the store consistent.
 #[test]
 fn ctrl_c_stops_run() {
-    let env = Env::new();
+    let env = new_env();
     // A number nothing else on the machine runs `sleep` with.
     let ctx = env.context("ctx", "FROM busybox\nRUN sleep 1237\n", &[]);
     assert!(processes_running(&["sleep", "1237"]).is_empty());
@@ -916,14 +672,14 @@ fn ctrl_c_stops_run() {
         processes_running(&["sleep", "1237"]).is_empty(),
         "the RUN's process survived Ctrl-C"
     );
-    let root = env.root.canonicalize().unwrap();
+    let root = env.root().canonicalize().unwrap();
     let mountinfo = read(Path::new("/proc/self/mountinfo"));
     let left: Vec<&str> = mountinfo
         .lines()
         .filter(|l| l.contains(root.to_str().unwrap()))
         .collect();
     assert!(left.is_empty(), "mounts left under the store: {left:?}");
-    assert!(env.manifest("interrupted").is_none());
+    assert!(env.store_manifest("interrupted").is_none());
     env.verify_store();
 }
 
@@ -960,7 +716,7 @@ fn tree_listing(root: &Path) -> Vec<String> {
 /// and recreated, files replaced across steps).
 #[test]
 fn squash_gives_one_new_layer_with_the_same_filesystem() {
-    let env = Env::new();
+    let env = new_env();
     let dockerfile = "FROM busybox\n\
         RUN mkdir -p /d/sub && echo 1 > /d/sub/a && echo x > /d/x && rm /bin/vi\n\
         RUN rm -rf /d && mkdir -p /d && echo 2 > /d/b\n\
@@ -974,7 +730,7 @@ fn squash_gives_one_new_layer_with_the_same_filesystem() {
         let m: serde_json::Value = serde_json::from_slice(&check(
             tool("skopeo")
                 .args(["inspect", "--raw"])
-                .arg(format!("oci:{}:{tag}:latest", env.root.display())),
+                .arg(format!("oci:{}:{tag}:latest", env.root().display())),
         ))
         .unwrap();
         m["layers"].as_array().unwrap().len()
@@ -995,7 +751,7 @@ fn squash_gives_one_new_layer_with_the_same_filesystem() {
 /// and a stage the target does not need never starts.
 #[test]
 fn independent_stages_run_in_parallel_and_pruned_stages_never_start() {
-    let env = Env::new();
+    let env = new_env();
     let dockerfile = "FROM busybox AS left\nRUN sleep 1 && echo left > /left\n\
         FROM busybox AS right\nRUN sleep 1 && echo right > /right\n\
         FROM busybox AS unused\nRUN echo never > /never\n\
@@ -1049,7 +805,7 @@ fn independent_stages_run_in_parallel_and_pruned_stages_never_start() {
 /// reaches the layer; a required ssh mount without an agent fails.
 #[test]
 fn ssh_mount_forwards_the_agent_socket() {
-    let env = Env::new();
+    let env = new_env();
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("agent.sock");
     // A stand-in agent socket (the step only has to see it as a socket).

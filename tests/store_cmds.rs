@@ -4,11 +4,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use pybuild_layer::{WriteOptions, write_layer};
 use pybuild_oci::{Config, Descriptor, Digest, ImageConfig, ImageManifest, RootFs, media_type};
 use pybuild_store::Store;
+use pybuild_testsupport::cmd::{self, assert_fails, assert_ok, stderr};
 
 /// Fill `root` with one image tagged `name` (one layer holding `hello.txt` with
 /// `content`); returns (manifest digest, config digest, layer digest).
@@ -56,45 +57,11 @@ fn add_image(root: &Path, name: &str, content: &str) -> (Digest, Digest, Digest)
 }
 
 fn pybuild(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pybuild"))
-        .env_remove("PYBUILD_CONFIG")
+    cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"))
         .env("PYBUILD_ROOT", root)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .expect("run pybuild")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-#[track_caller]
-fn fails(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stderr(&out)
 }
 
 #[test]
@@ -103,7 +70,7 @@ fn images_lists_tagged_images() {
     let root = tmp.path().join("root");
     let (_, config, _) = add_image(&root, "app:1.0", "hi\n");
     add_image(&root, "localhost:5000/team/tool:latest", "tool\n");
-    let table = ok(pybuild(&root, &["images"]));
+    let table = assert_ok(&pybuild(&root, &["images"]));
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     for column in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
@@ -115,9 +82,9 @@ fn images_lists_tagged_images() {
     assert!(lines[1].contains(" ago "), "{table}");
     assert!(lines[2].starts_with("localhost:5000/team/tool "), "{table}");
 
-    let quiet = ok(pybuild(&root, &["images", "-q"]));
+    let quiet = assert_ok(&pybuild(&root, &["images", "-q"]));
     assert_eq!(quiet.lines().next(), Some(&config.hex()[..12]));
-    let json = ok(pybuild(
+    let json = assert_ok(&pybuild(
         &root,
         &["images", "--format", "json", "--no-trunc"],
     ));
@@ -137,7 +104,7 @@ fn images_honours_the_root_option() {
         .args(["--root", root.to_str().unwrap(), "images", "-q"])
         .output()
         .unwrap();
-    assert_eq!(ok(out).lines().count(), 1);
+    assert_eq!(assert_ok(&out).lines().count(), 1);
 }
 
 #[test]
@@ -145,7 +112,7 @@ fn inspect_prints_manifest_and_config() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let (manifest, config, layer) = add_image(&root, "app:1.0", "hi\n");
-    let text = ok(pybuild(&root, &["inspect", "app:1.0"]));
+    let text = assert_ok(&pybuild(&root, &["inspect", "app:1.0"]));
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let first = &v[0];
     assert_eq!(first["Name"], "app:1.0");
@@ -157,7 +124,7 @@ fn inspect_prints_manifest_and_config() {
     );
     assert_eq!(first["Manifest"]["layers"][0]["digest"], layer.to_string());
 
-    let err = fails(pybuild(&root, &["inspect", "nope"]));
+    let err = assert_fails(&pybuild(&root, &["inspect", "nope"]));
     assert!(err.contains("no such image: nope"), "{err}");
 }
 
@@ -166,23 +133,23 @@ fn tag_and_rmi() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let (manifest, _, _) = add_image(&root, "app:1.0", "hi\n");
-    ok(pybuild(&root, &["tag", "app:1.0", "copy"]));
+    assert_ok(&pybuild(&root, &["tag", "app:1.0", "copy"]));
     let store = Store::open(&root).unwrap();
     assert_eq!(
         store.resolve("copy:latest").unwrap().unwrap().digest,
         manifest
     );
 
-    let out = ok(pybuild(&root, &["rmi", "copy"]));
+    let out = assert_ok(&pybuild(&root, &["rmi", "copy"]));
     assert_eq!(out, "Untagged: copy:latest\n");
     assert!(store.resolve("copy").unwrap().is_none());
     assert!(store.resolve("app:1.0").unwrap().is_some());
 
     // Unknown names: a clear error, exit 1, nothing removed.
-    let err = fails(pybuild(&root, &["rmi", "app:1.0", "ghost"]));
+    let err = assert_fails(&pybuild(&root, &["rmi", "app:1.0", "ghost"]));
     assert!(err.contains("no such image: ghost"), "{err}");
     assert!(store.resolve("app:1.0").unwrap().is_some());
-    let err = fails(pybuild(&root, &["tag", "ghost", "x"]));
+    let err = assert_fails(&pybuild(&root, &["tag", "ghost", "x"]));
     assert!(err.contains("no such image: ghost"), "{err}");
     // A bad target name is a usage error.
     let out = pybuild(&root, &["tag", "app:1.0", "Bad Name"]);
@@ -197,7 +164,7 @@ fn save_then_load_into_another_root() {
     for format in ["docker-archive", "oci-archive"] {
         let file = tmp.path().join(format!("{format}.tar"));
         let file_str = file.to_str().unwrap();
-        ok(pybuild(
+        assert_ok(&pybuild(
             &root,
             &["save", "app:1.0", "-o", file_str, "--format", format],
         ));
@@ -210,7 +177,7 @@ fn save_then_load_into_another_root() {
         assert!(leftovers.is_empty(), "{leftovers:?}");
 
         let root2 = tmp.path().join(format!("root-{format}"));
-        let out = ok(pybuild(&root2, &["load", "-i", file_str]));
+        let out = assert_ok(&pybuild(&root2, &["load", "-i", file_str]));
         assert_eq!(out, "Loaded image: app:1.0\n");
         let store2 = Store::open(&root2).unwrap();
         let desc = store2.resolve("app:1.0").unwrap().expect("loaded");
@@ -219,9 +186,9 @@ fn save_then_load_into_another_root() {
         if format == "oci-archive" {
             assert_eq!(desc.digest, manifest);
         }
-        ok(pybuild(&root2, &["store", "verify"]));
+        assert_ok(&pybuild(&root2, &["store", "verify"]));
     }
-    let err = fails(pybuild(
+    let err = assert_fails(&pybuild(
         &root,
         &[
             "save",
@@ -232,7 +199,7 @@ fn save_then_load_into_another_root() {
     ));
     assert!(err.contains("no such image: ghost"), "{err}");
     assert!(!tmp.path().join("g.tar").exists());
-    let err = fails(pybuild(&root, &["load", "-i", "/nonexistent/archive.tar"]));
+    let err = assert_fails(&pybuild(&root, &["load", "-i", "/nonexistent/archive.tar"]));
     assert!(err.contains("/nonexistent/archive.tar"), "{err}");
 }
 
@@ -242,14 +209,14 @@ fn prune_frees_unreferenced_blobs() {
     let root = tmp.path().join("root");
     add_image(&root, "keep:1", "keep\n");
     let (_, _, layer) = add_image(&root, "drop:1", "drop me\n");
-    ok(pybuild(&root, &["rmi", "drop:1"]));
-    let out = ok(pybuild(&root, &["prune"]));
+    assert_ok(&pybuild(&root, &["rmi", "drop:1"]));
+    let out = assert_ok(&pybuild(&root, &["prune"]));
     assert!(out.contains("Deleted 3 blobs"), "{out}");
     assert!(out.contains("Total reclaimed space:"), "{out}");
     let store = Store::open(&root).unwrap();
     assert!(!store.has_blob(&layer));
     assert!(store.resolve("keep:1").unwrap().is_some());
-    let out = ok(pybuild(&root, &["prune", "--all"]));
+    let out = assert_ok(&pybuild(&root, &["prune", "--all"]));
     assert!(out.contains("Deleted 0 blobs"), "{out}");
 }
 
@@ -258,7 +225,7 @@ fn verify_reports_a_corrupted_blob() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let (_, _, layer) = add_image(&root, "app:1", "hi\n");
-    let out = ok(pybuild(&root, &["store", "verify"]));
+    let out = assert_ok(&pybuild(&root, &["store", "verify"]));
     assert!(out.starts_with("store OK"), "{out}");
 
     let blob = root.join("blobs/sha256").join(layer.hex());
@@ -269,7 +236,7 @@ fn verify_reports_a_corrupted_blob() {
     let mut bytes = fs::read(&blob).unwrap();
     bytes[0] ^= 0xff;
     fs::write(&blob, bytes).unwrap();
-    let err = fails(pybuild(&root, &["store", "verify"]));
+    let err = assert_fails(&pybuild(&root, &["store", "verify"]));
     assert!(err.contains("problem"), "{err}");
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(err.contains("corrupt"), "{err}");
@@ -281,7 +248,7 @@ fn load_refuses_a_cut_off_archive_and_tags_nothing() {
     let root = tmp.path().join("root");
     add_image(&root, "app:1.0", "hi\n");
     let file = tmp.path().join("app.tar");
-    ok(pybuild(
+    assert_ok(&pybuild(
         &root,
         &["save", "app:1.0", "-o", file.to_str().unwrap()],
     ));
@@ -289,11 +256,11 @@ fn load_refuses_a_cut_off_archive_and_tags_nothing() {
     let cut = tmp.path().join("cut.tar");
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let root2 = tmp.path().join("root2");
-    let err = fails(pybuild(&root2, &["load", "-i", cut.to_str().unwrap()]));
+    let err = assert_fails(&pybuild(&root2, &["load", "-i", cut.to_str().unwrap()]));
     assert!(err.contains("cut.tar"), "{err}");
     assert!(
         err.contains("truncated") || err.contains("cut off") || err.contains("not in the archive"),
         "{err}"
     );
-    assert_eq!(ok(pybuild(&root2, &["images", "-q"])), "");
+    assert_eq!(assert_ok(&pybuild(&root2, &["images", "-q"])), "");
 }

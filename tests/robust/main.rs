@@ -11,6 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use pybuild_testsupport::cmd;
+pub use pybuild_testsupport::cmd::{all_output, run_ok};
+use pybuild_testsupport::world::{write_busybox_context, write_context};
+
 mod concurrency;
 mod context;
 mod crash;
@@ -18,8 +22,6 @@ mod disk;
 mod layers;
 mod registry;
 mod secrets;
-
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/busybox");
 
 /// One test's world: a temp dir, a store root and a docker config inside it.
 #[derive(Debug)]
@@ -50,13 +52,7 @@ impl World {
     /// A context directory with a Dockerfile and files.
     pub fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
         let ctx = self.path(name);
-        fs::create_dir_all(&ctx).unwrap();
-        fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (rel, content) in files {
-            let p = ctx.join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, content).unwrap();
-        }
+        write_context(&ctx, dockerfile, files);
         ctx
     }
 
@@ -64,17 +60,7 @@ impl World {
     pub fn busybox_context(&self) -> PathBuf {
         let ctx = self.path("busybox-ctx");
         if !ctx.exists() {
-            fs::create_dir_all(&ctx).unwrap();
-            run_ok(
-                Command::new("bash")
-                    .arg(Path::new(FIXTURE).join("make-rootfs.sh"))
-                    .arg(ctx.join("rootfs")),
-            );
-            fs::copy(
-                Path::new(FIXTURE).join("Dockerfile"),
-                ctx.join("Dockerfile"),
-            )
-            .unwrap();
+            write_busybox_context(&ctx);
         }
         ctx
     }
@@ -96,21 +82,10 @@ impl World {
 }
 
 pub fn pybuild_at(root: &Path, docker_config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pybuild"));
-    for var in [
-        "PYBUILD_DEBUG",
-        "PYBUILD_CONFIG",
-        "PYBUILD_ROOT",
-        "SOURCE_DATE_EPOCH",
-        "PYBUILD_REGISTRY_TIMEOUT",
-        "PYBUILD_REGISTRY_RETRIES",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
     cmd.env("DOCKER_CONFIG", docker_config)
         .arg("--root")
-        .arg(root)
-        .stdin(Stdio::null());
+        .arg(root);
     cmd
 }
 
@@ -124,20 +99,6 @@ pub fn verify_store(root: &Path, docker_config: &Path) -> Result<(), String> {
     } else {
         Err(format!("store verify: {}", all_output(&out)))
     }
-}
-
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", all_output(&out));
-    out
-}
-
-pub fn all_output(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Tried/passed counts of one area, with the failures' descriptions.

@@ -1,5 +1,5 @@
 //! A deliberately small blocking HTTP/1.1 client for tests, plus the message parsing
-//! shared with the fault proxy.
+//! shared with the test servers (see `http_server` for their side).
 //!
 //! Every request is sent with `Connection: close` and the response is read to the end of
 //! the stream, so no connection state is kept between calls. Chunked response bodies are
@@ -138,6 +138,16 @@ pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String,
 pub(crate) fn read_response_head(
     reader: &mut impl BufRead,
 ) -> io::Result<(u16, Vec<(String, String)>)> {
+    let (_, status, headers) = read_status_head(reader)?;
+    Ok((status, headers))
+}
+
+/// A response's final status line as received, its status code and its headers.
+pub(crate) type StatusHead = (String, u16, Vec<(String, String)>);
+
+/// [`read_response_head`], also returning the final status line as received (the
+/// fault proxy passes it on unchanged).
+pub(crate) fn read_status_head(reader: &mut impl BufRead) -> io::Result<StatusHead> {
     loop {
         let line = read_line(reader)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no status line"))?;
@@ -150,7 +160,7 @@ pub(crate) fn read_response_head(
             })?;
         let headers = read_headers(reader)?;
         if !(100..200).contains(&status) {
-            return Ok((status, headers));
+            return Ok((line, status, headers));
         }
     }
 }

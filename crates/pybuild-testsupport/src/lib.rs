@@ -12,12 +12,25 @@
 //! Besides the conformance data it offers:
 //! - [`registry`]: throwaway `docker-registry` instances (anonymous, Basic or token
 //!   authentication), the token server, and a fault-injecting proxy;
-//! - [`http`]: a tiny blocking HTTP/1.1 client for poking at them.
+//! - [`http`]: a tiny blocking HTTP/1.1 client for poking at them, and the request
+//!   reading shared by the test servers;
+//! - [`cmd`]: external tools and the `pybuild` binary with a clean environment, and
+//!   the checks on their exit status and output;
+//! - [`fsx`]: file-system readers that fail the test with the path, and `sha256_hex`;
+//! - [`net`]: a free loopback port, a child killed on drop, a static file server;
+//! - [`progress`]: the steps of a `--progress=plain` log;
+//! - [`world`]: the busybox test world of the end-to-end suites.
 
 use std::path::{Path, PathBuf};
 
+pub mod cmd;
+pub mod fsx;
 pub mod http;
+mod http_server;
+pub mod net;
+pub mod progress;
 pub mod registry;
+pub mod world;
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

@@ -11,12 +11,13 @@
 //! (which listens on every address) is never used.
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::net::free_port;
 
 mod proxy;
 mod scripted;
@@ -260,14 +261,6 @@ fn access_log_requests(log: &str) -> impl Iterator<Item = (&str, &str)> {
         let version = parts.next()?;
         version.starts_with("HTTP/").then_some((method, target))
     })
-}
-
-/// A loopback port that was free a moment ago.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
 }
 
 /// `name` found on `PATH`, if any.

@@ -8,16 +8,12 @@
 //! the proxy so that follow-up requests (upload sessions) also pass through it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::http::{
-    content_length, find_header, is_chunked, read_chunked, read_headers, read_line,
-    response_has_body,
-};
+use crate::http::{content_length, is_chunked, read_chunked, read_status_head, response_has_body};
+use crate::http_server::{Acceptor, Request, bind_loopback, read_request};
 
 /// A fault the proxy injects into matching requests (those whose request target contains
 /// `path`).
@@ -139,9 +135,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct FaultProxy {
     shared: Arc<Shared>,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl FaultProxy {
@@ -151,8 +145,7 @@ impl FaultProxy {
     ///
     /// When no loopback port can be bound.
     pub fn start(upstream: &str) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("fault proxy: cannot bind a loopback port: {e}"));
+        let listener = bind_loopback("fault proxy");
         let port = listener.local_addr().expect("local address").port();
         let shared = Arc::new(Shared {
             fault: Mutex::new(Fault::None),
@@ -160,28 +153,15 @@ impl FaultProxy {
             upstream: upstream.to_owned(),
             host: format!("127.0.0.1:{port}"),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let acceptor = {
             let shared = Arc::clone(&shared);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || {
-                        let _ = handle(stream, &shared);
-                    });
-                }
+            Acceptor::start(listener, move |stream| {
+                let _ = handle(stream, &shared);
             })
         };
         FaultProxy {
             shared,
-            port,
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         }
     }
 
@@ -212,16 +192,6 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Headers that describe a connection or a message's framing, which the proxy redoes.
 fn is_hop_header(name: &str) -> bool {
     [
@@ -240,41 +210,32 @@ fn is_hop_header(name: &str) -> bool {
 }
 
 /// Serves the one request of a client connection.
-fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
+fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(client.try_clone()?);
     // Clients that try HTTPS first (skopeo with --tls-verify=false does) must get a quick
     // plain-HTTP answer to their TLS handshake record, as Go's servers give, so that they
     // fall back to HTTP instead of waiting for a timeout.
     if reader.fill_buf()?.first() == Some(&0x16) {
-        let mut client = client;
         client.write_all(
             b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
         )?;
         return client.shutdown(Shutdown::Both);
     }
-    let Some(request_line) = read_line(&mut reader)? else {
+    let Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    }) = read_request(&mut reader, &mut client)?
+    else {
         return Ok(());
     };
-    let headers = read_headers(&mut reader)?;
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
     if let Ok(mut requests) = shared.requests.lock() {
         requests.push(format!("{method} {target}"));
     }
-    let mut client = client;
-    if find_header(&headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-        client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let has_body = is_chunked(&headers) || content_length(&headers).is_some();
-    let body = if is_chunked(&headers) {
-        read_chunked(&mut reader)?
-    } else {
-        let mut body = vec![0; content_length(&headers).unwrap_or(0)];
-        reader.read_exact(&mut body)?;
-        body
-    };
+    let has_body = body.is_some();
+    let body = body.unwrap_or_default();
 
     let action = shared.action_for(&target);
     match action {
@@ -304,7 +265,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     for (name, value) in headers.iter().filter(|(n, _)| !is_hop_header(n)) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    if has_body || !body.is_empty() {
+    if has_body {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("Connection: close\r\n\r\n");
@@ -313,19 +274,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     upstream.flush()?;
 
     let mut upstream_reader = BufReader::new(upstream);
-    let (status_line, status, response_headers) = loop {
-        let line = read_line(&mut upstream_reader)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no status line"))?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
-        let headers = read_headers(&mut upstream_reader)?;
-        if !(100..200).contains(&status) {
-            break (line, status, headers);
-        }
-    };
+    let (status_line, status, response_headers) = read_status_head(&mut upstream_reader)?;
     let bodyless = method == "HEAD" || !response_has_body(status);
     let mut response_body = if bodyless {
         Vec::new()

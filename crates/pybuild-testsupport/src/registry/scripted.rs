@@ -7,14 +7,12 @@
 //! scripted otherwise. One request per connection.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::http::{content_length, read_headers, read_line};
+use crate::http_server::{Acceptor, Request, bind_loopback, read_request};
 
 /// One canned answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +66,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct ScriptedRegistry {
     shared: Arc<Shared>,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl ScriptedRegistry {
@@ -80,38 +76,19 @@ impl ScriptedRegistry {
     ///
     /// When no loopback port can be bound.
     pub fn start() -> ScriptedRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("scripted registry: cannot bind a loopback port: {e}"));
-        let port = listener.local_addr().expect("local address").port();
         let shared = Arc::new(Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let acceptor = {
             let shared = Arc::clone(&shared);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || {
-                        let _ = serve(stream, &shared);
-                    });
-                }
+            Acceptor::start(bind_loopback("scripted registry"), move |stream| {
+                let _ = serve(stream, &shared);
             })
         };
-        ScriptedRegistry {
-            shared,
-            port,
-            stop,
-            thread: Some(thread),
-        }
+        ScriptedRegistry { shared, acceptor }
     }
 
     /// The server's address, `"127.0.0.1:PORT"`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.acceptor.port())
     }
 
     /// Answers requests for `path` (e.g. `/v2/x/manifests/latest`) with `canned`.
@@ -138,28 +115,12 @@ impl ScriptedRegistry {
     }
 }
 
-impl Drop for ScriptedRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(client.try_clone()?);
-    let Some(request_line) = read_line(&mut reader)? else {
+    let Some(Request { method, target, .. }) = read_request(&mut reader, &mut client)? else {
         return Ok(());
     };
-    let headers = read_headers(&mut reader)?;
-    let mut body = vec![0; content_length(&headers).unwrap_or(0)];
-    reader.read_exact(&mut body)?;
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
     if let Ok(mut requests) = shared.requests.lock() {
         requests.push(format!("{method} {target}"));
     }
@@ -179,7 +140,6 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             content_length: None,
         },
     };
-    let mut client = client;
     match canned {
         Canned::Answer {
             status,

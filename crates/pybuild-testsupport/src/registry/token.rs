@@ -8,11 +8,10 @@
 //! requested scope. The registry trusts the certificate through `rootcertbundle`.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -29,7 +28,8 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
-use crate::http::{find_header, read_headers, read_line};
+use crate::http::find_header;
+use crate::http_server::{Acceptor, Request, bind_loopback, read_request};
 
 /// The `service` (JWT `aud`) the registry is configured with.
 pub const SERVICE: &str = "pybuild-test-registry";
@@ -151,10 +151,8 @@ pub fn sign_token(subject: &str, access: &[Access]) -> String {
 /// A token server for one account, on its own `127.0.0.1` port; dropping it stops it.
 #[derive(Debug)]
 pub struct TokenServer {
-    port: u16,
     requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl TokenServer {
@@ -166,40 +164,20 @@ impl TokenServer {
     pub fn start(user: &str, password: &str) -> TokenServer {
         // Make the key before answering anything, so the first request is not slow.
         signing_material();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("token server: cannot bind a loopback port: {e}"));
-        let port = listener.local_addr().expect("local address").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let account = Arc::new((user.to_owned(), password.to_owned()));
-        let thread = {
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let acceptor = {
             let requests = Arc::clone(&requests);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let requests = Arc::clone(&requests);
-                    let account = Arc::clone(&account);
-                    std::thread::spawn(move || {
-                        let _ = serve(stream, &account.0, &account.1, &requests);
-                    });
-                }
+            Acceptor::start(bind_loopback("token server"), move |stream| {
+                let _ = serve(stream, &user, &password, &requests);
             })
         };
-        TokenServer {
-            port,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
+        TokenServer { requests, acceptor }
     }
 
     /// The server's address, `"127.0.0.1:PORT"`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.acceptor.port())
     }
 
     /// The realm URL the registry sends clients to: `http://127.0.0.1:PORT/token`.
@@ -213,38 +191,25 @@ impl TokenServer {
     }
 }
 
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Answers one request on `stream`.
 fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     user: &str,
     password: &str,
     log: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let Some(request_line) = read_line(&mut reader)? else {
+    let Some(Request {
+        method,
+        target,
+        headers,
+        ..
+    }) = read_request(&mut reader, &mut stream)?
+    else {
         return Ok(());
     };
-    let headers = read_headers(&mut reader)?;
-    if let Some(len) = crate::http::content_length(&headers) {
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body)?;
-    }
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let (status, extra, body) = if method != "GET" || path != "/token" {
         (404, "", r#"{"error":"not found"}"#.to_owned())
     } else if !credentials_match(find_header(&headers, "authorization"), user, password) {
@@ -282,7 +247,6 @@ fn serve(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = stream;
     stream.write_all(response.as_bytes())?;
     stream.flush()
 }

@@ -907,7 +907,8 @@ fn add_downloads_urls_with_checksums() {
             .args(["-d", "@1600000000"])
             .arg(srv.join("file.txt")),
     );
-    let server = FileServer::start(&srv);
+    let log = env.path("srv.log");
+    let server = FileServer::start_logged(&srv, &log);
     let url = |name: &str| format!("http://127.0.0.1:{}/{name}", server.port());
     let sum = "sha256:c18243bcea0987f0dabe57a6714acda33fe58db2d6096c58a8b5be13ed378588";
     let dockerfile = format!(
@@ -932,6 +933,27 @@ fn add_downloads_urls_with_checksums() {
     assert_eq!(
         fs::read(r.join("dl/arch.tar")).unwrap(),
         fs::read(srv.join("arch.tar")).unwrap()
+    );
+
+    // A rebuild fetches no body it already has (BuildKit's HTTP source): the two
+    // plain URLs get a conditional GET (If-Modified-Since, from the Last-Modified
+    // recorded at the first download) answered 304, the checksummed one no request
+    // at all, and every step is cached.
+    let requests = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split_once("\"GET ").map(|(_, rest)| rest.to_string()))
+            .collect()
+    };
+    let before = requests(&read(&log)).len();
+    let out = env.build_ok(&ctx, "app", &[]);
+    let steps = plain_steps(&text(&out.stderr));
+    assert!(steps[1..].iter().all(|s| s.cached), "{}", text(&out.stderr));
+    let again: Vec<String> = requests(&read(&log)).split_off(before);
+    assert_eq!(
+        again,
+        ["/file.txt HTTP/1.1\" 304 -", "/arch.tar HTTP/1.1\" 304 -"],
+        "{}",
+        read(&log)
     );
 
     let bad = dockerfile.replace(sum, &format!("sha256:{}", "0".repeat(64)));

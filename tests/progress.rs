@@ -122,6 +122,25 @@ fn plain_statuses(stderr: &str) -> Vec<(String, String)> {
                     "{line:?}"
                 );
                 statuses.push((name, "DONE".to_owned()));
+            } else if let Some(layer) = rest.strip_prefix("writing layer ") {
+                // `DIGEST SIZEMB TIMEs done`, before the step ends.
+                let parts: Vec<&str> = layer.split(' ').collect();
+                assert!(
+                    parts.len() == 4
+                        && is_digest(parts[0])
+                        && parts[1]
+                            .strip_suffix("MB")
+                            .is_some_and(|n| n.parse::<f64>().is_ok())
+                        && parts[2]
+                            .strip_suffix('s')
+                            .is_some_and(|n| n.parse::<f64>().is_ok())
+                        && parts[3] == "done",
+                    "{line:?}"
+                );
+                assert!(
+                    statuses.iter().all(|(done, _)| *done != name),
+                    "a layer after its step ended: {line:?}"
+                );
             } else {
                 panic!("unexpected step line {line:?} in:\n{stderr}");
             }
@@ -158,6 +177,7 @@ fn plain_prints_one_line_per_event_and_cached_on_rebuild() {
         "{stderr}"
     );
     assert!(stderr.contains("\nnaming to progress"), "{stderr}");
+    assert!(stderr.contains("\n#2 writing layer sha256:"), "{stderr}");
 
     let (_, stderr) = succeeded(&env.build(&["--progress=plain"]));
     assert_eq!(
@@ -168,6 +188,7 @@ fn plain_prints_one_line_per_event_and_cached_on_rebuild() {
         ]),
         "{stderr}"
     );
+    assert!(!stderr.contains("writing layer"), "{stderr}");
 }
 
 #[test]

@@ -275,6 +275,17 @@ impl Printer {
             Event::StepFinished { id } => {
                 eprintln!("#{} DONE {:.1}s", id + 1, state.seconds(*id));
             }
+            Event::LayerWritten {
+                id,
+                digest,
+                size,
+                duration,
+            } => eprintln!(
+                "#{} writing layer {digest} {:.1}MB {:.1}s done",
+                id + 1,
+                *size as f64 / 1e6,
+                duration.as_secs_f64()
+            ),
             Event::BaseImage { name, digest, .. } => eprintln!("#  resolved {name} to {digest}"),
             Event::ImageWritten { digest } => eprintln!("#  manifest {digest}"),
             Event::Pushed { name, digest } => eprintln!("#  pushed {name}@{digest}"),

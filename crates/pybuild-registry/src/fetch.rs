@@ -24,49 +24,20 @@ pub struct Download {
     pub etag: Option<String>,
 }
 
-/// What an earlier download of the same URL said: sent back as `If-None-Match` and
-/// `If-Modified-Since` (RFC 9110, 13.1.2 and 13.1.3) so that an unchanged file is
-/// answered `304 Not Modified` without its body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
-    /// The earlier `ETag`.
-    pub etag: Option<String>,
-    /// The earlier `Last-Modified`, in seconds since the epoch.
-    pub last_modified: Option<i64>,
-}
-
-/// The answer to a conditional download.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetched {
-    /// `304 Not Modified`: the earlier body is still current; nothing was written.
-    NotModified,
-    /// The body, written to the caller's writer.
-    Body(Download),
-}
-
 /// The largest download accepted (ADD is for files, not for streams without end).
 pub const DOWNLOAD_LIMIT: u64 = 16 << 30;
 
-/// GET `url` (http or https), writing the body to `out`.
-pub fn download(client: &Client, url: &str, out: &mut dyn Write) -> Result<Download, Error> {
-    match download_if_changed(client, url, None, out)? {
-        Fetched::Body(download) => Ok(download),
-        // Without validators the request is unconditional: a 304 is a lie.
-        Fetched::NotModified => Err(Error::Download {
-            url: url.to_string(),
-            reason: "the server answered 304 Not Modified to an unconditional GET".into(),
-        }),
-    }
-}
-
-/// GET `url`, conditional on `known` (when given): [`Fetched::NotModified`] when the
-/// server says the earlier body is current, else the body, written to `out`.
+/// GET `url` (http or https), writing the body to `out`. With an earlier download's
+/// `ETag` and `Last-Modified` (`etag`, `last_modified`), the request is conditional
+/// (`If-None-Match`, `If-Modified-Since`: RFC 9110, 13.1.2 and 13.1.3) and `Ok(None)`
+/// means `304 Not Modified`: the earlier body is current and nothing was written.
 pub fn download_if_changed(
     client: &Client,
     url: &str,
-    known: Option<&Validators>,
+    etag: Option<&str>,
+    last_modified: Option<i64>,
     out: &mut dyn Write,
-) -> Result<Fetched, Error> {
+) -> Result<Option<Download>, Error> {
     let bad = |reason: String| Error::Download {
         url: url.to_string(),
         reason,
@@ -79,24 +50,27 @@ pub fn download_if_changed(
     };
     let http = client.http(&client.config().endpoint(&host))?;
     let mut request = http.get(parsed);
-    if let Some(known) = known {
-        if let Some(etag) = &known.etag {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
-        }
-        let since = known
-            .last_modified
-            .and_then(|secs| u64::try_from(secs).ok())
-            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-        if let Some(since) = since {
-            request = request.header(
-                reqwest::header::IF_MODIFIED_SINCE,
-                httpdate::fmt_http_date(since),
-            );
-        }
+    if let Some(etag) = etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
     }
+    let since = last_modified
+        .and_then(|secs| u64::try_from(secs).ok())
+        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    if let Some(since) = since {
+        request = request.header(
+            reqwest::header::IF_MODIFIED_SINCE,
+            httpdate::fmt_http_date(since),
+        );
+    }
+    let conditional = etag.is_some() || since.is_some();
     let mut response = request.send().map_err(|e| bad(e.to_string()))?;
-    if response.status() == reqwest::StatusCode::NOT_MODIFIED && known.is_some() {
-        return Ok(Fetched::NotModified);
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+        if conditional {
+            return Ok(None);
+        }
+        return Err(bad(
+            "the server answered 304 Not Modified to an unconditional GET".into(),
+        ));
     }
     if !response.status().is_success() {
         return Err(bad(format!("the server answered {}", response.status())));
@@ -131,7 +105,7 @@ pub fn download_if_changed(
         out.write_all(&buf[..n])
             .map_err(|e| bad(format!("writing the file: {e}")))?;
     }
-    Ok(Fetched::Body(Download {
+    Ok(Some(Download {
         digest: Digest::from_sha256(hasher.finalize().into()),
         size,
         last_modified,

@@ -37,7 +37,7 @@ pub use auth::{Anonymous, CredentialSource, Credentials, DockerAuth, StaticCrede
 pub use client::{Client, ClientOptions};
 pub use config::{Endpoint, HostSettings, RegistryConfig};
 pub use error::Error;
-pub use fetch::{Download, Fetched, Validators, download, download_if_changed};
+pub use fetch::{Download, download_if_changed};
 pub use pull::{PulledImage, Resolved, pull, resolve};
 pub use push::{PushOptions, PushResult, push};
 pub use reference::Reference;

@@ -767,3 +767,65 @@ fn trickling_blob_is_cut_by_the_minimum_rate() {
         layer.size
     );
 }
+
+/// `ADD <url>` downloads: a conditional GET answered 304 is "not modified", with
+/// nothing written; a 304 to an unconditional GET is refused (a lying server must
+/// not make the caller reuse content it never validated); a 200 reports the body's
+/// digest, its ETag and its Last-Modified.
+#[test]
+fn conditional_downloads() {
+    use pybuild_testsupport::registry::{Canned, ScriptedRegistry};
+    let server = ScriptedRegistry::start();
+    let url = format!("http://{}/file.txt", server.host());
+    let client = anon_client();
+
+    server.route(
+        "/file.txt",
+        Canned::Answer {
+            status: 304,
+            headers: Vec::new(),
+            body: Vec::new(),
+            content_length: None,
+        },
+    );
+    let mut out = Vec::new();
+    let fetched =
+        pybuild_registry::download_if_changed(&client, &url, Some("\"v1\""), None, &mut out)
+            .expect("a 304 to a conditional GET");
+    assert_eq!(fetched, None);
+    assert!(out.is_empty());
+    let fetched =
+        pybuild_registry::download_if_changed(&client, &url, None, Some(1_600_000_000), &mut out)
+            .expect("a 304 to If-Modified-Since");
+    assert_eq!(fetched, None);
+    let error = pybuild_registry::download_if_changed(&client, &url, None, None, &mut out)
+        .expect_err("a 304 to an unconditional GET");
+    let text = error.to_string();
+    assert!(text.contains("304") && text.contains(&url), "{text}");
+
+    server.clear();
+    server.route(
+        "/file.txt",
+        Canned::Answer {
+            status: 200,
+            headers: vec![
+                ("ETag".into(), "\"v2\"".into()),
+                (
+                    "Last-Modified".into(),
+                    "Sun, 13 Sep 2020 12:26:40 GMT".into(),
+                ),
+            ],
+            body: b"hello\n".to_vec(),
+            content_length: None,
+        },
+    );
+    let fetched =
+        pybuild_registry::download_if_changed(&client, &url, Some("\"v1\""), None, &mut out)
+            .expect("a changed file")
+            .expect("a body");
+    assert_eq!(out, b"hello\n");
+    assert_eq!(fetched.digest, Digest::of(b"hello\n"));
+    assert_eq!(fetched.size, 6);
+    assert_eq!(fetched.etag.as_deref(), Some("\"v2\""));
+    assert_eq!(fetched.last_modified, Some(1_600_000_000));
+}

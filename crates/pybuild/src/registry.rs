@@ -92,22 +92,21 @@ impl pybuild_solver::Downloader for RegistrySource {
         known: Option<&pybuild_solver::Validators>,
         out: &mut dyn std::io::Write,
     ) -> Result<pybuild_solver::Fetched, BoxError> {
-        let known = known.map(|k| pybuild_registry::Validators {
-            etag: k.etag.clone(),
-            last_modified: k.last_modified,
-        });
-        Ok(
-            match pybuild_registry::download_if_changed(&self.client, url, known.as_ref(), out)? {
-                pybuild_registry::Fetched::NotModified => pybuild_solver::Fetched::NotModified,
-                pybuild_registry::Fetched::Body(d) => {
-                    pybuild_solver::Fetched::Body(pybuild_solver::DownloadInfo {
-                        digest: d.digest,
-                        last_modified: d.last_modified,
-                        etag: d.etag,
-                    })
-                }
-            },
-        )
+        let fetched = pybuild_registry::download_if_changed(
+            &self.client,
+            url,
+            known.and_then(|k| k.etag.as_deref()),
+            known.and_then(|k| k.last_modified),
+            out,
+        )?;
+        Ok(match fetched {
+            None => pybuild_solver::Fetched::NotModified,
+            Some(d) => pybuild_solver::Fetched::Body(pybuild_solver::DownloadInfo {
+                digest: d.digest,
+                last_modified: d.last_modified,
+                etag: d.etag,
+            }),
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pybuild_testsupport::data::noise;
 use pybuild_testsupport::registry::{Registry, RegistryAuth};
 
 use crate::{Tally, World, all_output, run_ok};
@@ -28,20 +29,6 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
     }
-}
-
-/// Bytes that do not compress, different for every `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Runs `cmd`, kills it with SIGKILL after `delay` (if still running); whether it was

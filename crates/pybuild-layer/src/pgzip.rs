@@ -469,6 +469,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+    use pybuild_testsupport::data::noise;
 
     /// Compressible but not trivial, like a tar of a tree: words and numbers from
     /// an LCG, raw pseudo-random runs, and copies of earlier stretches at distances
@@ -579,20 +580,6 @@ mod tests {
             let data = corpus(len);
             assert!(encode(&data, 6, 4, 4096) == old_encoder(&data, 6), "{len}");
         }
-    }
-
-    /// Pseudo-random bytes (an xorshift): as incompressible as /dev/urandom.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-        out.truncate(len);
-        out
     }
 
     #[test]

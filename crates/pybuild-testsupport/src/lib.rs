@@ -19,11 +19,13 @@
 //! - [`fsx`]: file-system readers that fail the test with the path, and `sha256_hex`;
 //! - [`net`]: a free loopback port, a child killed on drop, a static file server;
 //! - [`progress`]: the steps of a `--progress=plain` log;
+//! - [`data`]: reproducible incompressible bytes;
 //! - [`world`]: the busybox test world of the end-to-end suites.
 
 use std::path::{Path, PathBuf};
 
 pub mod cmd;
+pub mod data;
 pub mod fsx;
 pub mod http;
 mod http_server;

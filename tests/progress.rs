@@ -497,6 +497,11 @@ fn tty_view_in_a_real_terminal() {
         "{copy:?} in:\n{screen}"
     );
     assert!(screen.contains("writing image sha256:"), "{screen}");
+    let layer = squeezed_line(&screen, "writing layer");
+    assert!(
+        layer.starts_with("=> [stage-0 2/2] writing layer sha256:") && layer.ends_with('s'),
+        "{layer:?} in:\n{screen}"
+    );
     // No plain-format lines.
     assert!(!screen.contains("#1 "), "{screen}");
 
@@ -507,6 +512,7 @@ fn tty_view_in_a_real_terminal() {
         copy, "=> CACHED [stage-0 2/2] COPY a /a 0.0s",
         "in:\n{screen}"
     );
+    assert!(!screen.contains("writing layer"), "{screen}");
 
     // A failure marks the step ERROR; the header says FAILED.
     env.break_build();

@@ -451,6 +451,26 @@ impl Tty {
                 self.note(&format!("[internal] resolved {name} to {digest}"));
             }
             Event::ImageWritten { digest } => self.note(&format!("writing manifest {digest}")),
+            Event::LayerWritten {
+                id,
+                digest,
+                size,
+                duration,
+            } => {
+                // Which step, by its `[stage n/m]` tag only: the step's own line keeps
+                // the instruction.
+                let step = self
+                    .bars
+                    .get(id)
+                    .map(|bar| bar.message())
+                    .and_then(|name| name.split_once(']').map(|(tag, _)| format!("{tag}] ")))
+                    .unwrap_or_default();
+                self.note(&format!(
+                    "{step}writing layer {digest} {:.1}MB {:.1}s",
+                    *size as f64 / 1e6,
+                    duration.as_secs_f64()
+                ));
+            }
             Event::Pushed { name, digest } => self.note(&format!("pushed {name}@{digest}")),
             Event::Transfer {
                 id: Some(id),

@@ -123,14 +123,17 @@ fn plain_statuses(stderr: &str) -> Vec<(String, String)> {
                 );
                 statuses.push((name, "DONE".to_owned()));
             } else if let Some(layer) = rest.strip_prefix("writing layer ") {
-                // `DIGEST SIZEMB TIMEs done`, before the step ends.
+                // `DIGEST SIZE TIMEs done` (SIZE as docker writes it: `512B`,
+                // `4.1kB`, `91.0MB`), before the step ends.
                 let parts: Vec<&str> = layer.split(' ').collect();
+                let size = parts.get(1).copied().unwrap_or("");
+                let number = ["kB", "MB", "GB", "TB", "B"]
+                    .iter()
+                    .find_map(|unit| size.strip_suffix(unit));
                 assert!(
                     parts.len() == 4
                         && is_digest(parts[0])
-                        && parts[1]
-                            .strip_suffix("MB")
-                            .is_some_and(|n| n.parse::<f64>().is_ok())
+                        && number.is_some_and(|n| n.parse::<f64>().is_ok())
                         && parts[2]
                             .strip_suffix('s')
                             .is_some_and(|n| n.parse::<f64>().is_ok())

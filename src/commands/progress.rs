@@ -281,9 +281,9 @@ impl Printer {
                 size,
                 duration,
             } => eprintln!(
-                "#{} writing layer {digest} {:.1}MB {:.1}s done",
+                "#{} writing layer {digest} {} {:.1}s done",
                 id + 1,
-                *size as f64 / 1e6,
+                human_size(*size),
                 duration.as_secs_f64()
             ),
             Event::BaseImage { name, digest, .. } => eprintln!("#  resolved {name} to {digest}"),
@@ -367,6 +367,22 @@ fn step_message<'a>(step_name: &str, message: &'a str) -> &'a str {
         .strip_prefix(instruction)
         .and_then(|rest| rest.strip_prefix(": "))
         .unwrap_or(message)
+}
+
+/// A byte count as docker prints sizes: decimal units, one decimal (`512B`,
+/// `4.1kB`, `91.0MB`, `1.2GB`).
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 fn round_ms(seconds: f64) -> f64 {
@@ -466,8 +482,8 @@ impl Tty {
                     .and_then(|name| name.split_once(']').map(|(tag, _)| format!("{tag}] ")))
                     .unwrap_or_default();
                 self.note(&format!(
-                    "{step}writing layer {digest} {:.1}MB {:.1}s",
-                    *size as f64 / 1e6,
+                    "{step}writing layer {digest} {} {:.1}s",
+                    human_size(*size),
                     duration.as_secs_f64()
                 ));
             }
@@ -600,6 +616,18 @@ fn clean_line(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1000), "1.0kB");
+        assert_eq!(human_size(4_096), "4.1kB");
+        assert_eq!(human_size(999_949), "999.9kB");
+        assert_eq!(human_size(999_950), "1.0MB");
+        assert_eq!(human_size(91_000_000), "91.0MB");
+        assert_eq!(human_size(1_234_000_000), "1.2GB");
+    }
 
     #[test]
     fn modes() {

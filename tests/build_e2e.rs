@@ -773,20 +773,13 @@ fn interrupted_build_leaves_no_partial_tag() {
         "FROM busybox\nCOPY big.bin /big.bin\nCOPY a /a\n",
         &[("a", "a")],
     );
-    // 200 MB of incompressible-ish data (xorshift), written in 1 MiB chunks.
+    // 200 MB of incompressible data, written in 1 MiB chunks.
     {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(fs::File::create(ctx.join("big.bin")).unwrap());
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..200 {
-            for word in chunk.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                word.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all(&chunk).unwrap();
+        for seed in 1..=200 {
+            f.write_all(&pybuild_testsupport::data::noise(1 << 20, seed))
+                .unwrap();
         }
         f.flush().unwrap();
     }

@@ -62,12 +62,12 @@ impl World {
 
     /// `pybuild --root ROOT` with a clean environment.
     fn pybuild(&self, root: &str) -> Command {
-        let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
         // No credentials or registry settings from the machine.
-        cmd.env("DOCKER_CONFIG", self.path("docker-config"))
-            .arg("--root")
-            .arg(self.path(root));
-        cmd
+        cmd::pybuild_at(
+            env!("CARGO_BIN_EXE_pybuild"),
+            &self.path(root),
+            &self.path("docker-config"),
+        )
     }
 
     /// The user's command: `pybuild --registry-mirror docker.io=HOST -t my-python-app CTX`

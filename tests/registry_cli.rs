@@ -35,11 +35,11 @@ impl World {
 
     /// pybuild with a store `root` under the temp dir and docker's config there too.
     fn pybuild(&self, root: &str) -> Command {
-        let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
-        cmd.env("DOCKER_CONFIG", self.path("docker-config"))
-            .arg("--root")
-            .arg(self.path(root));
-        cmd
+        cmd::pybuild_at(
+            env!("CARGO_BIN_EXE_pybuild"),
+            &self.path(root),
+            &self.path("docker-config"),
+        )
     }
 
     /// The busybox base built into store `root` as `busybox`, then an app image.

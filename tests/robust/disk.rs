@@ -29,14 +29,7 @@ fn full_disk_mid_build_names_enospc_and_the_store_path() {
     world.busybox();
     // 30 MB that do not compress: more than the filesystem has left.
     let ctx = world.context("ctx", "FROM busybox\nCOPY big.bin /big.bin\n", &[]);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut big = Vec::with_capacity(30 << 20);
-    while big.len() < 30 << 20 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        big.extend_from_slice(&x.to_le_bytes());
-    }
+    let big = pybuild_testsupport::data::noise(30 << 20, 1);
     std::fs::write(ctx.join("big.bin"), &big).unwrap();
     let out = world
         .pybuild()

@@ -82,11 +82,7 @@ impl World {
 }
 
 pub fn pybuild_at(root: &Path, docker_config: &Path) -> Command {
-    let mut cmd = cmd::pybuild(env!("CARGO_BIN_EXE_pybuild"));
-    cmd.env("DOCKER_CONFIG", docker_config)
-        .arg("--root")
-        .arg(root);
-    cmd
+    cmd::pybuild_at(env!("CARGO_BIN_EXE_pybuild"), root, docker_config)
 }
 
 pub fn verify_store(root: &Path, docker_config: &Path) -> Result<(), String> {

@@ -217,26 +217,7 @@ fn malformed_registry_answers() {
             s.manifest(repo, OCI_MANIFEST, b"\x00\xff not json".to_vec());
         }),
     ));
-    cases.push((
-        "helm-chart-config",
-        Box::new(|s, repo| {
-            let config = br#"{"name":"chart","version":"1.0.0"}"#;
-            s.blob(repo, config);
-            let (blob, _) = small_layer(repo);
-            s.blob(repo, &blob);
-            s.manifest(
-                repo,
-                OCI_MANIFEST,
-                manifest_json(
-                    &descriptor("application/vnd.cncf.helm.config.v1+json", config),
-                    &[descriptor(
-                        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-                        &blob,
-                    )],
-                ),
-            );
-        }),
-    ));
+    cases.push(("helm-chart-config", Box::new(helm_chart)));
     cases.push((
         "config-100000-diff-ids",
         Box::new(|s, repo| s.image(repo, 1, 100_000)),
@@ -477,24 +458,28 @@ fn pull_refuses_absurd_layer_counts() {
 
 #[test]
 fn pull_refuses_artifacts_that_are_not_images() {
-    let text = refused_pull(|s, repo| {
-        let config = br#"{"name":"chart","version":"1.0.0"}"#;
-        s.blob(repo, config);
-        let (blob, _) = small_layer(repo);
-        s.blob(repo, &blob);
-        s.manifest(
-            repo,
-            OCI_MANIFEST,
-            manifest_json(
-                &descriptor("application/vnd.cncf.helm.config.v1+json", config),
-                &[descriptor(
-                    "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-                    &blob,
-                )],
-            ),
-        );
-    });
+    let text = refused_pull(helm_chart);
     assert!(text.contains("not an image config"), "{text}");
+}
+
+/// A Helm chart pushed as an OCI artifact: a valid manifest whose config is not an
+/// image config.
+fn helm_chart(s: &Server, repo: &str) {
+    let config = br#"{"name":"chart","version":"1.0.0"}"#;
+    s.blob(repo, config);
+    let (blob, _) = small_layer(repo);
+    s.blob(repo, &blob);
+    s.manifest(
+        repo,
+        OCI_MANIFEST,
+        manifest_json(
+            &descriptor("application/vnd.cncf.helm.config.v1+json", config),
+            &[descriptor(
+                "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                &blob,
+            )],
+        ),
+    );
 }
 
 #[test]

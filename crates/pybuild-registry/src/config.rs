@@ -77,6 +77,13 @@ impl Endpoint {
         let scheme = if self.http { "http" } else { "https" };
         format!("{scheme}://{}", self.host)
     }
+
+    /// A distribution API URL under `repository`: `BASE/v2/REPOSITORY/PATH`, with
+    /// `path` like `manifests/REF`, `blobs/DIGEST` or `blobs/uploads/` (distribution
+    /// spec, "Endpoints").
+    pub fn api_url(&self, repository: &str, path: &str) -> String {
+        format!("{}/v2/{repository}/{path}", self.base_url())
+    }
 }
 
 /// All registry settings. Hosts without a table get the defaults.

@@ -285,11 +285,7 @@ pub(crate) fn fetch_manifest(
     progress: &dyn Progress,
 ) -> Result<(String, Vec<u8>, Digest), Error> {
     let op = format!("GET manifest {api_ref}");
-    let url = format!(
-        "{}/v2/{}/manifests/{api_ref}",
-        ep.base_url(),
-        ctx.repository
-    );
+    let url = ep.api_url(&ctx.repository, &format!("manifests/{api_ref}"));
     let resp = client.send(ep, ctx, &op, true, progress, &|http| {
         Ok(http.get(&url).header(ACCEPT, MANIFEST_ACCEPT))
     })?;
@@ -398,12 +394,7 @@ fn fetch_small_blob(
         });
     }
     let op = format!("GET blob {}", desc.digest);
-    let url = format!(
-        "{}/v2/{}/blobs/{}",
-        ep.base_url(),
-        ctx.repository,
-        desc.digest
-    );
+    let url = ep.api_url(&ctx.repository, &format!("blobs/{}", desc.digest));
     let resp = client.send(ep, ctx, &op, true, progress, &|http| Ok(http.get(&url)))?;
     let resp = expect_success(ctx, &op, &format!("blob {}", desc.digest), resp)?;
     let mut bytes = Vec::new();
@@ -580,12 +571,7 @@ fn download_blob(
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let op = format!("GET blob {}", desc.digest);
-    let url = format!(
-        "{}/v2/{}/blobs/{}",
-        ep.base_url(),
-        ctx.repository,
-        desc.digest
-    );
+    let url = ep.api_url(&ctx.repository, &format!("blobs/{}", desc.digest));
     let size_mismatch = |actual: u64| Error::SizeMismatch {
         registry: ctx.registry.clone(),
         repository: ctx.repository.clone(),

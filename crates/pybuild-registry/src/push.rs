@@ -191,7 +191,7 @@ fn put_manifest(
 ) -> Result<(), Error> {
     let bytes = store.read_blob(&desc.digest)?;
     let op = format!("PUT manifest {target}");
-    let url = format!("{}/v2/{}/manifests/{target}", ep.base_url(), ctx.repository);
+    let url = ep.api_url(&ctx.repository, &format!("manifests/{target}"));
     let resp = client.send(ep, ctx, &op, true, progress, &|http| {
         Ok(http
             .put(&url)
@@ -273,7 +273,7 @@ fn blob_exists(
     progress: &dyn Progress,
 ) -> Result<bool, Error> {
     let op = format!("HEAD blob {digest}");
-    let url = format!("{}/v2/{}/blobs/{digest}", ep.base_url(), ctx.repository);
+    let url = ep.api_url(&ctx.repository, &format!("blobs/{digest}"));
     let resp = client.send(ep, ctx, &op, true, progress, &|http| Ok(http.head(&url)))?;
     match resp.status() {
         s if s.is_success() => Ok(true),
@@ -299,7 +299,7 @@ fn try_push_blob(
         });
         return Ok(Outcome::Skipped);
     }
-    let uploads = format!("{}/v2/{}/blobs/uploads/", ep.base_url(), ctx.repository);
+    let uploads = ep.api_url(&ctx.repository, "blobs/uploads/");
     let mut location = None;
     if let Some(from) = options
         .mount_from

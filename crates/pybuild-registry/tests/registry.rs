@@ -239,14 +239,7 @@ fn chunked_upload_of_a_larger_layer() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = store_in(tmp.path(), "src");
     // ~600 KiB of incompressible-ish data, stored uncompressed, 128 KiB chunks.
-    let mut data = Vec::with_capacity(600 << 10);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while data.len() < 600 << 10 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
+    let data = pybuild_testsupport::data::noise(600 << 10, 1);
     let desc = make_image(
         &src,
         "amd64",

@@ -87,6 +87,16 @@ pub fn pybuild(bin: impl AsRef<Path>) -> Command {
     cmd
 }
 
+/// [`pybuild`] with `--root ROOT` and docker's credentials read from (and written
+/// to) `docker_config` instead of the machine's `~/.docker`.
+pub fn pybuild_at(bin: impl AsRef<Path>, root: &Path, docker_config: &Path) -> Command {
+    let mut cmd = pybuild(bin);
+    cmd.env("DOCKER_CONFIG", docker_config)
+        .arg("--root")
+        .arg(root);
+    cmd
+}
+
 /// `podman` with this machine's constraints (see ../shared/notes/machine-facts.md):
 /// runc (crun fails on hybrid cgroups), cgroupfs, host networking, lowered ulimits,
 /// and its own configuration and storage under `scratch` so that the machine's images
